@@ -1,0 +1,1 @@
+"""Long-running services of the loop, one package per service."""
