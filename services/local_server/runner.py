@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -31,6 +32,7 @@ def format_env(env: dict[str, str]) -> str:
 
 def serve(settings: ServerSettings, log_level: str = "warning") -> None:
     """Serve until SIGTERM/SIGINT. Prints the client environment first."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     print("# ClearML local server: point clients at it with", flush=True)
     print(format_env(settings.client_env()), flush=True)

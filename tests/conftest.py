@@ -1,0 +1,76 @@
+"""Shared fixtures: a local ClearML server and isolated client environments.
+
+Flows that call ``Task.init`` or run an agent run in child processes (``run_python``), as a user's
+script would: the clearml SDK keeps per-process global state (current task, session), so two
+flows in one interpreter would leak into each other.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.local_server import LocalServer, local_server
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("OCCUPANCY_DATA", REPO.parent / "shared" / "data" / "occupancy"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """One local server for the session (flows use their own projects to stay apart)."""
+    srv = local_server(tmp_path_factory.mktemp("local-server"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def client_env(srv: LocalServer, home: Path) -> dict[str, str]:
+    """An environment for a ClearML client process with its own home, cache and storage."""
+    storage = home / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
+    env.update(srv.env)
+    env.update(
+        HOME=str(home),
+        CLEARML_CACHE_DIR=str(home / "cache"),
+        CLEARML_CONFIG_FILE=str(home / "clearml.conf"),  # need not exist
+        CLEARML_DEFAULT_OUTPUT_URI=f"file://{storage}",
+        PYTHONPATH=str(REPO),
+        PYTHONUNBUFFERED="1",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    return env
+
+
+@pytest.fixture
+def clearml_env(server: LocalServer, tmp_path: Path) -> dict[str, str]:
+    return client_env(server, tmp_path / "client")
+
+
+def run_python(code: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 300) -> str:
+    """Run a Python snippet in a child process; fail the test with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=cwd or Path(env["HOME"]),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"child process failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def occupancy_dir() -> Path:
+    if not (DATA_DIR / "datatraining.txt").exists():
+        pytest.fail(f"occupancy data not found in {DATA_DIR} (set OCCUPANCY_DATA to its folder)")
+    return DATA_DIR
