@@ -15,6 +15,9 @@ EDITABLE = (
     "project", "parent", "task", "ui_cache",
 )
 
+# changing one of these moves ``last_update`` (what model triggers watch); any change moves ``last_change``
+LAST_UPDATE_FIELDS = {"uri", "framework", "design", "labels", "ready", "metadata", "system_tags", "tags"}
+
 
 def get_model(tx: Transaction, model_id: object) -> Doc:
     doc = tx.get("model", model_id) if isinstance(model_id, str) else None
@@ -60,8 +63,9 @@ def _apply(tx: Transaction, doc: Doc, body: Doc) -> Doc:
         fields["last_iteration"] = int(body["iteration"])
     doc.update(fields)
     now = now_iso()
-    doc["last_update"] = now
     doc["last_change"] = now
+    if LAST_UPDATE_FIELDS & set(fields):
+        doc["last_update"] = now
     return fields
 
 
@@ -153,11 +157,6 @@ def edit(ctx: Context, body: Doc) -> Doc:
     require(body, "model")
     doc = ctx.tx.mutable("model", get_model(ctx.tx, body["model"])["id"])
     assert doc is not None
-    if doc.get("ready") and not body.get("force") and ctx.endpoint == "models.edit":
-        protected = {"uri", "design", "labels", "framework"} & set(body)
-        if protected:
-            raise errors.ApiError(400, 203, "model is ready (published): cannot change",
-                                  fields=",".join(sorted(protected)))
     fields = _apply(ctx.tx, doc, body)
     ctx.tx.put("model", doc)
     return {"updated": 1, "fields": fields}
