@@ -38,6 +38,26 @@ def local_server_cmd(
     serve(settings, log_level=log_level)
 
 
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="folder for the demo's server state, data and storage")] = Path(
+        ".demo"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="folder with datatraining.txt/datatest.txt (default: found or downloaded)")
+    ] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="only the first N days of data")] = None,
+) -> None:
+    """Run the loop on the embedded local ClearML server: no cluster, no external server."""
+    from occupancy_mlops.demo import run_demo
+    from training.data import DataNotFoundError
+
+    try:
+        run_demo(workdir.resolve(), data, days)
+    except DataNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+
+
 def main() -> None:
     app()
 

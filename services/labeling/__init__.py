@@ -1,0 +1,1 @@
+"""Labeling-tool integration: labeled files become dataset versions."""

@@ -1,0 +1,1 @@
+"""The training side of the loop: data → features → model → evaluate → pipeline."""
