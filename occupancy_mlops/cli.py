@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False
+)
 
 
 @app.callback()
@@ -32,7 +34,9 @@ def local_server_cmd(
 
     settings = ServerSettings(data_dir=data.resolve(), host=host, port=port)
     if access_key:
-        settings = ServerSettings(settings.data_dir, host, port, access_key, secret_key or settings.secret_key)
+        settings = ServerSettings(
+            settings.data_dir, host, port, access_key, secret_key or settings.secret_key
+        )
     elif secret_key:
         raise typer.BadParameter("--secret-key needs --access-key", param_hint="--secret-key")
     serve(settings, log_level=log_level)
@@ -40,11 +44,12 @@ def local_server_cmd(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="folder for the demo's server state, data and storage")] = Path(
-        ".demo"
-    ),
+    workdir: Annotated[
+        Path, typer.Option(help="folder for the demo's server state, data and storage")
+    ] = Path(".demo"),
     data: Annotated[
-        Path | None, typer.Option(help="folder with datatraining.txt/datatest.txt (default: found or downloaded)")
+        Path | None,
+        typer.Option(help="folder with datatraining.txt/datatest.txt (default: found or downloaded)"),
     ] = None,
     days: Annotated[int | None, typer.Option(min=1, help="only the first N days of data")] = None,
 ) -> None:

@@ -44,21 +44,39 @@ def _quiet(log_path: Path) -> Iterator[None]:
 
 def versions_table(reports: list[VersionReport]) -> Table:
     table = Table(title=f"Dataset versions of {PROJECT}/{DATASET}", title_justify="left")
-    for column in ("#", "version", "parent", "tags", "added", "modified", "removed", "delta", "files", "total"):
+    for column in (
+        "#",
+        "version",
+        "parent",
+        "tags",
+        "added",
+        "modified",
+        "removed",
+        "delta",
+        "files",
+        "total",
+    ):
         right = column in ("#", "delta", "files", "total")
         table.add_column(column, justify="right" if right else "left", no_wrap=column != "added")
     for i, r in enumerate(reports, 1):
         table.add_row(
-            str(i), r.dataset_id[:8], (r.parent_id or "-")[:8], ",".join(r.tags),
+            str(i),
+            r.dataset_id[:8],
+            (r.parent_id or "-")[:8],
+            ",".join(r.tags),
             ", ".join(Path(p).stem for p in r.added) or "-",
             ", ".join(Path(p).stem for p in r.modified) or "-",
             ", ".join(Path(p).stem for p in r.removed) or "-",
-            _human(r.delta_bytes), str(r.total_files), _human(r.total_bytes),
+            _human(r.delta_bytes),
+            str(r.total_files),
+            _human(r.total_bytes),
         )
     return table
 
 
-def run_demo(workdir: Path, data: Path | None = None, days: int | None = None, console: Console | None = None) -> list[VersionReport]:
+def run_demo(
+    workdir: Path, data: Path | None = None, days: int | None = None, console: Console | None = None
+) -> list[VersionReport]:
     console = console or Console(file=sys.stdout, width=max(Console().width, 132))
     logging.getLogger("clearml").setLevel(logging.WARNING)
     source = locate_occupancy_data(data)
@@ -93,7 +111,6 @@ def run_demo(workdir: Path, data: Path | None = None, days: int | None = None, c
         console.print(f"[dim]ClearML SDK output: {sdk_log}[/dim]")
         console.print(versions_table(reports))
     console.print(
-        "Inspect the state again with: "
-        f"[bold]occupancy-mlops local-server --data {workdir / 'server'}[/bold]"
+        f"Inspect the state again with: [bold]occupancy-mlops local-server --data {workdir / 'server'}[/bold]"
     )
     return reports

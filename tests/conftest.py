@@ -65,7 +65,9 @@ def run_python(code: str, env: dict[str, str], cwd: Path | None = None, timeout:
         timeout=timeout,
     )
     if proc.returncode != 0:
-        pytest.fail(f"child process failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"child process failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout
 
 

@@ -29,9 +29,19 @@ def test_demo_creates_one_chained_version_per_day(tmp_path, occupancy_dir, monke
 
 def test_demo_names_a_missing_data_folder(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "occupancy_mlops.cli", "demo", "--data", str(tmp_path / "nowhere"),
-         "--workdir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "occupancy_mlops.cli",
+            "demo",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert "nowhere" in proc.stderr and "datatraining.txt" in proc.stderr

@@ -37,7 +37,9 @@ def locate_occupancy_data(folder: Path | None = None) -> Path:
         if candidate and (candidate / SOURCE_FILES[0]).is_file():
             return candidate
     if folder:
-        raise DataNotFoundError(f"{folder} holds no {SOURCE_FILES[0]} (expected the UCI Occupancy Detection files)")
+        raise DataNotFoundError(
+            f"{folder} holds no {SOURCE_FILES[0]} (expected the UCI Occupancy Detection files)"
+        )
     return _download(cache)
 
 
@@ -45,7 +47,7 @@ def _download(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "occupancy.zip"
     try:
-        urllib.request.urlretrieve(UCI_ZIP_URL, archive)  # noqa: S310 (fixed https URL)
+        urllib.request.urlretrieve(UCI_ZIP_URL, archive)
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
                 if Path(name).name in SOURCE_FILES:

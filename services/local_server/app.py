@@ -20,10 +20,10 @@ from starlette.routing import Route
 
 from . import endpoints as _endpoints  # noqa: F401  (registers every endpoint)
 from . import errors
+from .files import FileStore
 from .registry import ENDPOINTS, USER, Context
 from .settings import ServerSettings
 from .store import Store
-from .files import FileStore
 
 log = logging.getLogger("occupancy_mlops.local_server")
 
@@ -87,7 +87,9 @@ class LocalServerApp:
             except (ValueError, UnicodeDecodeError) as exc:
                 raise errors.unauthorized(21, "unauthorized (malformed credentials)") from exc
             if key != self.settings.access_key or secret != self.settings.secret_key:
-                raise errors.unauthorized(22, "unauthorized (invalid credentials): unknown access key or wrong secret")
+                raise errors.unauthorized(
+                    22, "unauthorized (invalid credentials): unknown access key or wrong secret"
+                )
             return
         if scheme.lower() == "bearer":
             try:
@@ -111,8 +113,15 @@ class LocalServerApp:
             body = _parse_body(endpoint, await request.body())
             # handlers are synchronous and run one at a time: each call is one transaction
             with self.store.transaction() as tx:
-                ctx = Context(tx, endpoint, version, self.settings.files_url, self.settings.base_url,
-                              USER, self.token_secret)
+                ctx = Context(
+                    tx,
+                    endpoint,
+                    version,
+                    self.settings.files_url,
+                    self.settings.base_url,
+                    USER,
+                    self.token_secret,
+                )
                 data = handler(ctx, body)
             self.calls += 1
             return _envelope(endpoint, version, 200, 0, "OK", data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from . import errors
 from .store import Doc, Transaction
 
@@ -69,4 +70,3 @@ def ids_of(body: Doc, *names: str) -> list[str]:
             continue
         return [value] if isinstance(value, str) else list(value)
     raise errors.missing_field(names[0])
-

@@ -36,8 +36,14 @@ def serve(settings: ServerSettings, log_level: str = "warning") -> None:
     app = create_app(settings)
     print("# ClearML local server: point clients at it with", flush=True)
     print(format_env(settings.client_env()), flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level,
-                access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @dataclass
@@ -55,15 +61,25 @@ class LocalServer:
 
     def start(self, timeout: float = 30.0) -> LocalServer:
         cmd = [
-            sys.executable, "-m", "services.local_server",
-            "--host", self.settings.host, "--port", str(self.settings.port),
-            "--data", str(self.settings.data_dir),
-            "--access-key", self.settings.access_key, "--secret-key", self.settings.secret_key,
+            sys.executable,
+            "-m",
+            "services.local_server",
+            "--host",
+            self.settings.host,
+            "--port",
+            str(self.settings.port),
+            "--data",
+            str(self.settings.data_dir),
+            "--access-key",
+            self.settings.access_key,
+            "--secret-key",
+            self.settings.secret_key,
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **self.extra_env})
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.extra_env}
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -112,9 +112,9 @@ class Transaction:
             if doc_id in pending:
                 continue
             yield doc
-        for doc in pending.values():
-            if doc is not None:
-                yield doc
+        for new in pending.values():
+            if new is not None:
+                yield new
 
     def put(self, kind: str, doc: Doc) -> None:
         self._pending[(kind, doc["id"])] = doc

@@ -12,8 +12,11 @@ from services.local_server import LocalServer
 class Api:
     def __init__(self, srv: LocalServer) -> None:
         self.base = srv.settings.base_url
-        login = requests.get(f"{self.base}/v2.31/auth.login",
-                             auth=(srv.settings.access_key, srv.settings.secret_key), timeout=10)
+        login = requests.get(
+            f"{self.base}/v2.31/auth.login",
+            auth=(srv.settings.access_key, srv.settings.secret_key),
+            timeout=10,
+        )
         login.raise_for_status()
         self.token = login.json()["data"]["token"]
 
@@ -117,8 +120,10 @@ def test_failed_call_changes_nothing(api):
 def test_queue_is_fifo_and_get_next_task_pops_the_head(api):
     project = api.ok("projects.create", {"name": "Contract/fifo"})["id"]
     queue = api.ok("queues.create", {"name": "contract-fifo"})["id"]
-    tasks = [api.ok("tasks.create", {"name": f"t{i}", "type": "training", "project": project})["id"]
-             for i in range(3)]
+    tasks = [
+        api.ok("tasks.create", {"name": f"t{i}", "type": "training", "project": project})["id"]
+        for i in range(3)
+    ]
     for t in tasks:
         api.ok("tasks.enqueue", {"task": t, "queue": queue})
     code, subcode, _ = api.error("tasks.enqueue", {"task": tasks[0], "queue": queue})
@@ -129,7 +134,9 @@ def test_queue_is_fifo_and_get_next_task_pops_the_head(api):
 
 
 def test_hidden_objects_need_search_hidden_or_ids(api):
-    hidden = api.ok("projects.create", {"name": "Contract/.datasets/sensors", "system_tags": ["hidden"]})["id"]
+    hidden = api.ok("projects.create", {"name": "Contract/.datasets/sensors", "system_tags": ["hidden"]})[
+        "id"
+    ]
     visible = api.ok("projects.get_all", {"name": "^Contract/"})["projects"]
     assert hidden not in [p["id"] for p in visible]
     assert "Contract/.datasets" not in [p["name"] for p in visible], "auto-created .datasets parent is hidden"
@@ -140,17 +147,24 @@ def test_hidden_objects_need_search_hidden_or_ids(api):
 
 def test_clone_copies_configuration_but_not_outputs(api):
     project = api.ok("projects.create", {"name": "Contract/clone"})["id"]
-    src = api.ok("tasks.create", {
-        "name": "src", "type": "training", "project": project,
-        "hyperparams": {"General": {"LR": {"section": "General", "name": "LR", "value": "0.1"}}},
-        "configuration": {"config": {"name": "config", "value": "a: 1", "type": "yaml"}},
-        "script": {"entry_point": "train.py"},
-    })["id"]
+    src = api.ok(
+        "tasks.create",
+        {
+            "name": "src",
+            "type": "training",
+            "project": project,
+            "hyperparams": {"General": {"LR": {"section": "General", "name": "LR", "value": "0.1"}}},
+            "configuration": {"config": {"name": "config", "value": "a: 1", "type": "yaml"}},
+            "script": {"entry_point": "train.py"},
+        },
+    )["id"]
     api.ok("tasks.started", {"task": src})
     model = api.ok("models.create", {"name": "m", "uri": "file:///m.bin", "task": src})["id"]
     api.ok("tasks.add_or_update_model", {"task": src, "name": "m", "model": model, "type": "output"})
-    api.ok("tasks.add_or_update_artifacts",
-           {"task": src, "artifacts": [{"key": "data", "type": "custom", "uri": "x"}]})
+    api.ok(
+        "tasks.add_or_update_artifacts",
+        {"task": src, "artifacts": [{"key": "data", "type": "custom", "uri": "x"}]},
+    )
     clone_id = api.ok("tasks.clone", {"task": src, "new_task_name": "copy"})["id"]
     clone = api.ok("tasks.get_by_id", {"task": clone_id})["task"]
     assert clone["status"] == "created" and clone["parent"] == src
@@ -159,6 +173,8 @@ def test_clone_copies_configuration_but_not_outputs(api):
     assert clone["script"]["entry_point"] == "train.py"
     assert clone["models"]["output"] == [] and clone["execution"]["artifacts"] == []
     # the deep copy is independent of its source
-    api.ok("tasks.edit_hyper_params", {"task": clone_id, "hyperparams": [
-        {"section": "General", "name": "LR", "value": "0.5"}]})
+    api.ok(
+        "tasks.edit_hyper_params",
+        {"task": clone_id, "hyperparams": [{"section": "General", "name": "LR", "value": "0.5"}]},
+    )
     assert api.ok("tasks.get_by_id", {"task": src})["task"]["hyperparams"]["General"]["LR"]["value"] == "0.1"

@@ -54,13 +54,17 @@ def test_two_versions_upload_only_the_delta_and_round_trip(clearml_env, tmp_path
 
     # a fresh cache (another machine) gets every file back byte-identical
     other = dict(clearml_env, CLEARML_CACHE_DIR=str(Path(clearml_env["HOME"]) / "fresh-cache"))
-    copy_dir = run_python(
-        f"""
+    copy_dir = (
+        run_python(
+            f"""
         from clearml import Dataset
-        print(Dataset.get(dataset_id={v2['id']!r}).get_local_copy())
+        print(Dataset.get(dataset_id={v2["id"]!r}).get_local_copy())
         """,
-        other,
-    ).strip().splitlines()[-1]
+            other,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     restored = {p.name: p.read_bytes() for p in Path(copy_dir).rglob("*.csv")}
     expected = {p.name: p.read_bytes() for p in labeled.glob("*.csv")}
     assert restored == expected

@@ -32,8 +32,13 @@ task.close()
 def _api(env: dict[str, str]) -> APIClient:
     from clearml.backend_api import Session
 
-    return APIClient(session=Session(api_key=env["CLEARML_API_ACCESS_KEY"],
-                                     secret_key=env["CLEARML_API_SECRET_KEY"], host=env["CLEARML_API_HOST"]))
+    return APIClient(
+        session=Session(
+            api_key=env["CLEARML_API_ACCESS_KEY"],
+            secret_key=env["CLEARML_API_SECRET_KEY"],
+            host=env["CLEARML_API_HOST"],
+        )
+    )
 
 
 def test_tracked_task_config_scalars_and_published_model(clearml_env):
@@ -42,8 +47,8 @@ def test_tracked_task_config_scalars_and_published_model(clearml_env):
         f"""
         import json
         from clearml import Model, Task
-        task = Task.get_task(task_id={ids['task']!r})
-        model = Model(model_id={ids['model']!r})
+        task = Task.get_task(task_id={ids["task"]!r})
+        model = Model(model_id={ids["model"]!r})
         print(json.dumps({{
             "status": str(task.get_status()),
             "params": task.get_parameters_as_dict(),
@@ -77,7 +82,7 @@ def test_clone_change_parameter_enqueue(clearml_env):
         f"""
         import json
         from clearml import Task
-        template = Task.get_task(task_id={ids['task']!r})
+        template = Task.get_task(task_id={ids["task"]!r})
         clone = Task.clone(source_task=template, name="retrain on new data")
         clone.set_parameter("General/CLEARML_DATASET_ID", "dataset-123")
         Task.enqueue(clone, queue_name="training-c")

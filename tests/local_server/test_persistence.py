@@ -48,8 +48,14 @@ def test_server_killed_mid_flow_then_flow_completes(tmp_path):
     with local_server(tmp_path / "server") as srv:
         env = client_env(srv, tmp_path / "client")
         home = Path(env["HOME"])
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(MID_FLOW)], env=env, cwd=home,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(MID_FLOW)],
+            env=env,
+            cwd=home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             _wait_for(home / "ready", proc)
             srv.kill()  # SIGKILL: no chance to flush anything
@@ -65,10 +71,17 @@ def test_server_killed_mid_flow_then_flow_completes(tmp_path):
         assert result["id"] == (home / "ready").read_text()
 
         srv.restart()
-        token = requests.get(f"{srv.settings.base_url}/auth.login",
-                             auth=(srv.settings.access_key, srv.settings.secret_key), timeout=10).json()
-        task = requests.post(f"{srv.settings.base_url}/tasks.get_by_id", json={"task": result["id"]},
-                             headers={"Authorization": f"Bearer {token['data']['token']}"}, timeout=10)
+        token = requests.get(
+            f"{srv.settings.base_url}/auth.login",
+            auth=(srv.settings.access_key, srv.settings.secret_key),
+            timeout=10,
+        ).json()
+        task = requests.post(
+            f"{srv.settings.base_url}/tasks.get_by_id",
+            json={"task": result["id"]},
+            headers={"Authorization": f"Bearer {token['data']['token']}"},
+            timeout=10,
+        )
         assert task.json()["data"]["task"]["status"] == "completed", "a finalized version survives a restart"
 
 
@@ -78,11 +91,17 @@ def _writer(base: str, key: str, secret: str, worker: int, count: int) -> list[s
     session.headers["Authorization"] = f"Bearer {token}"
     ids = []
     for i in range(count):
-        res = session.post(f"{base}/tasks.create",
-                           json={"name": f"w{worker}-{i}", "type": "training", "tags": [f"w{worker}"]}, timeout=30)
+        res = session.post(
+            f"{base}/tasks.create",
+            json={"name": f"w{worker}-{i}", "type": "training", "tags": [f"w{worker}"]},
+            timeout=30,
+        )
         task = res.json()["data"]["id"]
-        session.post(f"{base}/tasks.edit_hyper_params", timeout=30, json={
-            "task": task, "hyperparams": [{"section": "General", "name": "i", "value": str(i)}]})
+        session.post(
+            f"{base}/tasks.edit_hyper_params",
+            timeout=30,
+            json={"task": task, "hyperparams": [{"section": "General", "name": "i", "value": str(i)}]},
+        )
         ids.append(task)
     return ids
 
@@ -98,8 +117,11 @@ def test_four_concurrent_writers_lose_nothing(tmp_path):
         token = session.get(f"{s.base_url}/auth.login", auth=(s.access_key, s.secret_key), timeout=10)
         session.headers["Authorization"] = f"Bearer {token.json()['data']['token']}"
         for worker, ids in enumerate(written):
-            tasks = session.post(f"{s.base_url}/tasks.get_all", timeout=30, json={
-                "tags": [f"w{worker}"], "only_fields": ["id", "hyperparams"]}).json()["data"]["tasks"]
+            tasks = session.post(
+                f"{s.base_url}/tasks.get_all",
+                timeout=30,
+                json={"tags": [f"w{worker}"], "only_fields": ["id", "hyperparams"]},
+            ).json()["data"]["tasks"]
             assert sorted(t["id"] for t in tasks) == sorted(ids)
             values = sorted(int(t["hyperparams"]["General"]["i"]["value"]) for t in tasks)
             assert values == list(range(50))
