@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from services.local_server import LocalServer, local_server
+from training.data import locate_occupancy_data
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("OCCUPANCY_DATA", REPO.parent / "shared" / "data" / "occupancy"))
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +73,5 @@ def run_python(code: str, env: dict[str, str], cwd: Path | None = None, timeout:
 
 @pytest.fixture(scope="session")
 def occupancy_dir() -> Path:
-    if not (DATA_DIR / "datatraining.txt").exists():
-        pytest.fail(f"occupancy data not found in {DATA_DIR} (set OCCUPANCY_DATA to its folder)")
-    return DATA_DIR
+    """The real UCI data: ``$OCCUPANCY_DATA``, ``../shared/data/occupancy``, or downloaded once."""
+    return locate_occupancy_data()
