@@ -1,0 +1,86 @@
+"""Every setting of a training run, in one place.
+
+The dict is what ``task.connect(config)`` tracks: it appears as the ``General`` hyperparameter
+section, and a clone can override any key (``General/CLEARML_DATASET_ID`` is how the scheduler points
+a retrain at a new dataset version). The first five keys are the user's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "CLEARML_DATASET_ID": "",  # the dataset version to train on
+    "RANDOM_STATE": 42,
+    "LAYER_SIZE": 255,
+    "DROPOUT": 0.3,
+    "PATIENCE": 5,  # early-stopping patience, in epochs
+    "EVAL_DATASET_ID": "",  # the fixed evaluation set the gate compares champion and challenger on
+    "MAX_EPOCHS": 60,
+    "BATCH_SIZE": 64,
+    "LEARNING_RATE": 0.001,
+    "VALIDATION_FRACTION": 0.25,  # the latest part of the training data, by time, for early stopping
+    "GATE_FLOOR": 0.97,  # the least accuracy a model needs on the evaluation set to be published
+    "GATE_TOLERANCE": 0.005,  # how much worse than the champion a challenger may be
+    "MODEL_NAME": "occupancy-mlp",
+}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    CLEARML_DATASET_ID: str
+    RANDOM_STATE: int
+    LAYER_SIZE: int
+    DROPOUT: float
+    PATIENCE: int
+    EVAL_DATASET_ID: str
+    MAX_EPOCHS: int
+    BATCH_SIZE: int
+    LEARNING_RATE: float
+    VALIDATION_FRACTION: float
+    GATE_FLOOR: float
+    GATE_TOLERANCE: float
+    MODEL_NAME: str
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        """Defaults overridden by ``values``; a wrong key or value is named in the error."""
+        unknown = set(values) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        merged = {**DEFAULTS, **values}
+        typed: dict[str, Any] = {}
+        for f in fields(cls):
+            kind = type(DEFAULTS[f.name])
+            value = merged[f.name]
+            try:
+                typed[f.name] = kind(value) if not isinstance(value, kind) or kind is float else value
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"training setting {f.name}={value!r} is not a valid {kind.__name__}"
+                ) from exc
+        config = cls(**typed)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        problems = []
+        if self.LAYER_SIZE < 1:
+            problems.append(f"LAYER_SIZE={self.LAYER_SIZE} must be at least 1")
+        if not 0.0 <= self.DROPOUT < 1.0:
+            problems.append(f"DROPOUT={self.DROPOUT} must be within [0, 1)")
+        if self.PATIENCE < 0 or self.MAX_EPOCHS < 1 or self.BATCH_SIZE < 1:
+            problems.append("PATIENCE must be >= 0, MAX_EPOCHS and BATCH_SIZE >= 1")
+        if not 0.0 < self.VALIDATION_FRACTION < 0.9:
+            problems.append(f"VALIDATION_FRACTION={self.VALIDATION_FRACTION} must be within (0, 0.9)")
+        if self.LEARNING_RATE <= 0:
+            problems.append(f"LEARNING_RATE={self.LEARNING_RATE} must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def default_config() -> dict[str, Any]:
+    """A fresh, mutable copy of the defaults, for ``task.connect``."""
+    return dict(DEFAULTS)
