@@ -3,23 +3,34 @@
 Per entity a whitelist says which request keys filter and how (unknown keys are ignored, as the
 real server does):
 
-- pattern fields (``name``...): case-insensitive regular expression, searched anywhere;
+- pattern fields (``name``...): a regular expression searched anywhere, case-sensitive (the real
+  server compiles it without flags);
 - list fields (``tags``, ``system_tags``, ``id``, ``status``...): a value or list of values,
-  matched as "any of"; ``-x`` or ``__$not x`` excludes, ``__$all``/``__$and`` switch to "all of",
-  ``__$any``/``__$or`` back to "any of", ``None`` matches an empty or missing field;
-- range fields: ``[min, max]`` inclusive, either may be ``None``;
-- datetime fields: ``">2024-01-01T00:00:00"`` style conditions (``>``, ``>=``, ``<``, ``<=``);
+  matched as "any of"; ``-x`` (until the first operator) or ``__$not x`` excludes, ``__$all``/``__$and``
+  switch to "all of", ``__$any``/``__$or`` back to "any of", ``__$nop`` resets; the first operator (or
+  "and" if a value comes first) combines the include/all/exclude groups; ``None`` matches an empty or
+  missing field;
+- range fields: ``[min, max]`` inclusive, either may be ``None`` (a ``None`` min also matches missing);
+- datetime fields: ``">2024-01-01T00:00:00"`` style conditions (``>``, ``>=``, ``<``, ``<=``, none for
+  equality; unparseable dates are ignored), or a ``[min, max]`` range;
 - equality fields: exact match;
-- ``_any_``/``_or_`` and ``_all_``/``_and_``: ``{"fields": [...], "pattern": re}`` or ``{"datetime": ...}``.
+- ``_any_``/``_or_`` and ``_all_``/``_and_``: ``{"fields": [...], "pattern": re}`` (case-insensitive) or
+  ``{"datetime": ...}`` (only the entity's datetime fields count).
 
-Then ``search_text``, ordering (``order_by``, ``-`` for descending, missing values first), paging
-(``page``/``page_size`` or ``size``/``scroll_id``) and Mongo-style projection (``only_fields``).
+Then ``search_text``, ordering (``order_by``, ``-`` for descending, ``id`` as the last key; empty values
+of the first key come last), paging (``page``/``page_size``, at most 500 a page and 500 by default, or
+``scroll_id`` with ``size``) and Mongo-style projection (``only_fields``/``projection``).
+All of it follows ``apiserver/database/model/base.py`` (``GetMixin``) of clearml-server.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,10 +55,19 @@ class QueryOptions:
 
 
 TASK_OPTIONS = QueryOptions(
-    pattern_fields=("name", "comment"),
+    pattern_fields=("name", "comment", "report"),
     list_fields=(
-        "id", "user", "tags", "system_tags", "type", "status", "project", "parent",
-        "hyperparams.*", "execution.queue", "models.input.model",
+        "id",
+        "user",
+        "tags",
+        "system_tags",
+        "type",
+        "status",
+        "project",
+        "parent",
+        "hyperparams.*",
+        "execution.queue",
+        "models.input.model",
     ),
     range_fields=("created", "started", "active_duration", "last_metrics.*", "last_iteration"),
     datetime_fields=("status_changed", "last_update", "last_change"),
@@ -57,7 +77,16 @@ TASK_OPTIONS = QueryOptions(
 MODEL_OPTIONS = QueryOptions(
     pattern_fields=("name", "comment"),
     list_fields=(
-        "tags", "system_tags", "framework", "uri", "id", "user", "project", "task", "parent", "metadata.*",
+        "tags",
+        "system_tags",
+        "framework",
+        "uri",
+        "id",
+        "user",
+        "project",
+        "task",
+        "parent",
+        "metadata.*",
     ),
     range_fields=("created", "last_metrics.*", "last_iteration"),
     datetime_fields=("last_update", "last_change"),
@@ -132,9 +161,9 @@ def _fields_matching(pattern: str, request: dict[str, Any]) -> list[str]:
     return [pattern] if pattern in request else []
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
+def compile_regex(pattern: str, flags: int = 0) -> re.Pattern[str]:
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        return re.compile(pattern, flags)
     except re.error as exc:
         raise errors.invalid_regex(pattern, str(exc)) from exc
 
@@ -142,8 +171,8 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
 # ---------------------------------------------------------------------------- predicates
 
 
-def _pattern_predicate(path: str, pattern: str) -> Predicate:
-    regex = compile_regex(pattern)
+def _pattern_predicate(path: str, pattern: str, flags: int = 0) -> Predicate:
+    regex = compile_regex(pattern, flags)
 
     def match(doc: Doc) -> bool:
         return any(isinstance(v, str) and regex.search(v) for v in _as_list(get_path(doc, path)))
@@ -151,60 +180,57 @@ def _pattern_predicate(path: str, pattern: str) -> Predicate:
     return match
 
 
+_LIST_OPERATORS = {"__$all": "all", "__$and": "all", "__$any": "any", "__$or": "any"}
+
+
 def list_predicate(path: str, data: Any) -> Predicate:
-    """A list-field condition: any/all of include values, none of exclude values."""
+    """A list-field condition, as the real server's ``NewListFieldBucketHelper`` builds it: values go
+    to "in" (any-of context), "all" (all-of context) or "nin" (excluded) groups, combined with the first
+    operator seen ("and" when a value comes first); ``None`` also accepts an empty or missing field."""
     values = data if isinstance(data, list | tuple) else [data]
-    groups: list[tuple[str, bool, set[Any]]] = []  # (context, include, values)
-    context = "any"
+    actions: dict[str, set[Any]] = {"in": set(), "all": set(), "nin": set()}
     global_op: str | None = None
+    context = "any"
+    legacy = True  # "-x" excludes until the first operator (and again after "__$nop")
+    negate = False
     allow_empty = False
-    negate_next = False
-    explicit_ops = False
     for value in values:
-        if value is None:
-            allow_empty = True
-            continue
-        if not isinstance(value, str):
-            value = str(value) if isinstance(value, int | float | bool) else value
-            if not isinstance(value, str):
-                raise errors.fields_value("invalid value type, string expected", field=path)
-        if value == "__$nop":
-            context, negate_next = "any", False
-            continue
-        if value.startswith("__$"):
+        if value is not None and not isinstance(value, str):
+            raise errors.fields_value("invalid value type, string expected", field=path, value=str(value))
+        if value is not None and value.startswith("__$") and value != "__$nop":
+            if negate:
+                raise errors.fields_value("value is expected after", field=path, operator="__$not")
             if value == "__$not":
-                negate_next = True
+                negate = True
                 continue
-            ops = {"__$all": "all", "__$and": "all", "__$any": "any", "__$or": "any"}
-            if value not in ops:
+            if value not in _LIST_OPERATORS:
                 raise errors.fields_value("unsupported operator", field=path, operator=value)
-            context = ops[value]
-            explicit_ops = True
+            context = _LIST_OPERATORS[value]
+            legacy = False
             global_op = global_op or context
             continue
-        include = not negate_next
-        negate_next = False
-        if include and not explicit_ops and value.startswith("-") and len(value) > 1:
+        global_op = global_op or "all"
+        if value is None:
+            negate = False
+            allow_empty = True
+            continue
+        if value == "__$nop":
+            negate, context, legacy = False, "any", True
+            continue
+        include = not negate
+        negate = False
+        if include and legacy and value.startswith("-"):
             value, include = value[1:], False
-        groups.append((context, include, {value}))
-    if negate_next:
-        raise errors.fields_value("value is expected after __$not", field=path)
+            if not value:
+                raise errors.fields_value("missing value after the exclude prefix -", field=path)
+        actions["nin" if not include else "all" if context == "all" else "in"].add(value)
+    if negate:
+        raise errors.fields_value("value is expected after", field=path, operator="__$not")
     combine_all = (global_op or "all") == "all"
-
-    # merge into Mongo-like actions: in / all / nin
-    in_vals: set[Any] = set()
-    all_vals: set[Any] = set()
-    nin_vals: set[Any] = set()
-    for ctx, include, vals in groups:
-        if not include:
-            nin_vals |= vals
-        elif ctx == "all":
-            all_vals |= vals
-        else:
-            in_vals |= vals
+    in_vals, all_vals, nin_vals = actions["in"], actions["all"], actions["nin"]
 
     def match(doc: Doc) -> bool:
-        present = set(_as_list(get_path(doc, path)))
+        present = {v for v in _as_list(get_path(doc, path)) if isinstance(v, Hashable)}
         checks = []
         if in_vals:
             checks.append(bool(present & in_vals))
@@ -212,10 +238,10 @@ def list_predicate(path: str, data: Any) -> Predicate:
             checks.append(all_vals <= present)
         if nin_vals:
             checks.append(not (present & nin_vals))
-        result = (all(checks) if combine_all else any(checks)) if checks else True
-        if allow_empty:
-            return (result if checks else False) or not present
-        return result
+        if not allow_empty:
+            return (all(checks) if combine_all else any(checks)) if checks else True
+        # "field is empty" is OR-ed to the (possibly empty, then absent) condition
+        return not present or (bool(checks) and (all(checks) if combine_all else any(checks)))
 
     return match
 
@@ -244,32 +270,39 @@ _DATE_OPS: dict[str, Callable[[str, str], bool]] = {
     ">": lambda a, b: a > b,
     "<=": lambda a, b: a <= b,
     "<": lambda a, b: a < b,
+    "": lambda a, b: a == b,
 }
+_DATE_CONDITION = re.compile(r"^(?P<prefix>>=|>|<=|<)?(?P<value>.*)$", re.DOTALL)
 
 
 def _datetime_predicate(path: str, data: Any) -> Predicate:
+    """``">iso"`` style conditions (all must hold; an unparseable date is ignored, a second condition
+    with the same operator replaces the first), or ``[min, max]`` when neither has an operator."""
     conditions = data if isinstance(data, list) else [data]
-    if len(conditions) == 2 and not any(
-        isinstance(c, str) and c[:1] in "<>" for c in conditions if c is not None
-    ):
+    if any(c is not None and not isinstance(c, str) for c in conditions):
+        raise errors.fields_value("failed parsing query field", field=path, error="string dates expected")
+    if len(conditions) == 2 and not any(c and c.startswith(("<", ">")) for c in conditions):
         low, high = (parse_date(c) if c else None for c in conditions)
         return _range_predicate(path, [low, high])
-    checks: list[tuple[Callable[[str, str], bool], str]] = []
+    checks: dict[str, str] = {}
     for cond in conditions:
-        if not isinstance(cond, str):
+        if cond is None:
+            raise errors.fields_value("failed parsing query field", field=path, error="date expected")
+        m = _DATE_CONDITION.match(cond)
+        if not m:
             continue
-        for op in (">=", "<=", ">", "<"):
-            if cond.startswith(op):
-                checks.append((_DATE_OPS[op], parse_date(cond[len(op) :].strip())))
-                break
-        else:
-            checks.append((lambda a, b: a == b, parse_date(cond)))
+        try:
+            checks[m.group("prefix") or ""] = parse_date(m.group("value"))
+        except errors.ApiError:
+            continue
 
     def match(doc: Doc) -> bool:
+        if not checks:
+            return True  # nothing parseable: no condition at all
         value = get_path(doc, path)
         if not isinstance(value, str):
             return False
-        return all(op(value, ref) for op, ref in checks)
+        return all(_DATE_OPS[op](value, ref) for op, ref in checks.items())
 
     return match
 
@@ -279,6 +312,10 @@ def _equality_predicate(path: str, data: Any) -> Predicate:
         return get_path(doc, path) == data
 
     return match
+
+
+def _combined(subs: list[Predicate], combine: Callable[[Iterable[bool]], bool]) -> Predicate:
+    return lambda doc: combine(p(doc) for p in subs)
 
 
 def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predicate]:
@@ -306,21 +343,28 @@ def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predica
         if request.get(name) is not None:
             preds.append(_datetime_predicate(name, request[name]))
     for key, combine in (("_any_", any), ("_or_", any), ("_all_", all), ("_and_", all)):
-        spec = request.get(key)
-        if spec is None:
+        multi = request.get(key)
+        if multi is None:
             continue
-        if not isinstance(spec, dict) or not spec.get("fields"):
-            raise errors.fields_value("expected {fields, pattern|datetime}", field=key)
-        if ("pattern" in spec) == ("datetime" in spec):
-            raise errors.fields_value("exactly one of 'pattern' and 'datetime' is needed", field=key)
-        if "pattern" in spec:
-            subs = [_pattern_predicate(f, spec["pattern"]) for f in spec["fields"]]
+        if (
+            not isinstance(multi, dict)
+            or "fields" not in multi
+            or set(multi) - {"fields", "pattern", "datetime"}
+            or (multi.get("pattern") is None) == (multi.get("datetime") is None)
+        ):
+            raise errors.fields_value(
+                "failed parsing query field", field=key, error="expected {fields, pattern | datetime}"
+            )
+        if not multi["fields"]:
+            continue
+        if multi.get("pattern") is not None:
+            subs = [_pattern_predicate(f, multi["pattern"], re.IGNORECASE) for f in multi["fields"]]
         else:
-            date_fields = [f for f in spec["fields"] if f in options.datetime_fields]
+            date_fields = [f for f in multi["fields"] if f in options.datetime_fields]
             if not date_fields:
                 continue
-            subs = [_datetime_predicate(f, spec["datetime"]) for f in date_fields]
-        preds.append(lambda doc, subs=subs, combine=combine: combine(p(doc) for p in subs))
+            subs = [_datetime_predicate(f, multi["datetime"]) for f in date_fields]
+        preds.append(_combined(subs, combine))
     text = request.get("search_text")
     if text:
         needle = str(text).lower()
@@ -338,30 +382,60 @@ def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predica
 # ---------------------------------------------------------------------------- ordering and paging
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
+def _sort_key(value: Any, descending: bool = False) -> tuple[int, Any]:
+    """Mongo's sort order: null < numbers < strings < objects < arrays < booleans; an array sorts by its
+    smallest element ascending and its largest descending, an empty array before null."""
     if value is _MISSING or value is None:
-        return (0, 0)
+        return (1, 0)
+    if isinstance(value, list):
+        keys = [_sort_key(v, descending) for v in value]
+        if not keys:
+            return (0, 0)
+        return max(keys) if descending else min(keys)
     if isinstance(value, bool):
-        return (1, int(value))
+        return (8, int(value))
     if isinstance(value, int | float):
-        return (1, value)
-    if isinstance(value, str):
         return (2, value)
-    return (3, str(value))
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, dict):
+        return (4, json.dumps(value, sort_keys=True, default=str))
+    return (5, str(value))
+
+
+def _sort_key_of(path: str, descending: bool) -> Callable[[Doc], tuple[int, Any]]:
+    return lambda doc: _sort_key(get_path(doc, path), descending)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is _MISSING or value is None or value == "" or value == []
 
 
 def order(docs: list[Doc], order_by: Sequence[str] | str | None) -> list[Doc]:
+    """Sort like the real server: ``id`` is added as the last key, and when the first key is ascending
+    the documents where it is missing or empty come after all others."""
     keys = [order_by] if isinstance(order_by, str) else list(order_by or [])
-    keys = [k for k in keys if k]
+    keys = [k for k in keys if isinstance(k, str) and k]
     if not keys:
         return docs
-    # stable sorts from the least significant key
-    result = sorted(docs, key=lambda d: d.get("id", ""))
-    for key in reversed(keys):
-        descending = key.startswith("-")
-        path = key.lstrip("-+")
-        result.sort(key=lambda d, p=path: _sort_key(get_path(d, p)), reverse=descending)
-    return result
+    if "id" not in keys and "-id" not in keys:
+        keys.append("id")
+
+    def sort(items: list[Doc]) -> list[Doc]:
+        result = list(items)
+        for key in reversed(keys):  # stable sorts from the least significant key
+            descending = key.startswith("-")
+            path = key.lstrip("-+")
+            result.sort(key=_sort_key_of(path, descending), reverse=descending)
+        return result
+
+    first = next((k for k in keys if not k.startswith("$")), "")
+    if first and not first.startswith("-"):
+        path = first.lstrip("+")
+        filled = [d for d in docs if not _is_empty(get_path(d, path))]
+        empty = [d for d in docs if _is_empty(get_path(d, path))]
+        return sort(filled) + sort(empty)
+    return sort(docs)
 
 
 @dataclass
@@ -372,30 +446,69 @@ class Page:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_PAGE_SIZE = 500  # the real server's services._mongo.max_page_size
+SCROLL_EXPIRY_SECONDS = 600.0
+_scrolls: dict[str, tuple[int, float]] = {}  # scroll id -> (position, expiry): the server keeps it in Redis
+_scrolls_lock = threading.Lock()
+
+
+def _scroll_size(request: dict[str, Any]) -> int:
+    size = request.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise errors.validation(
+            "Integer size parameter greater than 1 should be provided when working with scroll"
+        )
+    return size
+
+
+def _int_param(request: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = request.get(name, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise errors.validation(f"{name} must be an integer", field=name)
+    return value
+
+
 def paginate(docs: list[Doc], request: dict[str, Any]) -> Page:
+    """``page``/``page_size`` (page 0 and 500 items unless asked otherwise, at most 500), or a scroll:
+    with ``scroll_id`` in the request (empty or unknown starts over) the next ``size`` items and the id
+    to continue with (the same id: the position is kept here); ``refresh_scroll`` re-reads from the start."""
     total = len(docs)
-    if request.get("page") is not None or request.get("page_size") is not None:
-        page = int(request.get("page") or 0)
-        size = int(request.get("page_size") or 500)
-        if page < 0 or size < 1:
-            raise errors.fields_value("page must be >= 0 and page_size >= 1")
-        return Page(docs[page * size : (page + 1) * size], total=total)
-    if request.get("size") is not None or request.get("scroll_id"):
-        start = 0
-        if request.get("scroll_id"):
-            try:
-                start = int(str(request["scroll_id"]).split(":")[-1])
-            except ValueError as exc:
-                raise ApiScrollError(str(request["scroll_id"])) from exc
-        size = int(request.get("size") or 500)
-        chunk = docs[start : start + size]
-        return Page(chunk, scroll_id=f"scroll:{start + len(chunk)}", total=total)
+    scroll_id: str | None = None
+    start = request.get("start")
+    if "scroll_id" in request:
+        size = _scroll_size(request)
+        now = time.monotonic()
+        with _scrolls_lock:
+            for key in [k for k, (_, expiry) in _scrolls.items() if expiry < now]:
+                del _scrolls[key]
+            requested = request.get("scroll_id")
+            if isinstance(requested, str) and requested in _scrolls:
+                scroll_id, position = requested, _scrolls[requested][0]
+            else:
+                scroll_id, position = uuid.uuid4().hex, 0
+        if request.get("refresh_scroll"):
+            size, position = max(position, size), 0
+        chunk = docs[position : position + size]
+        with _scrolls_lock:
+            _scrolls[scroll_id] = (position + len(chunk), now + SCROLL_EXPIRY_SECONDS)
+        return Page(chunk, scroll_id=scroll_id, total=total)
+    if start is not None:
+        size = _scroll_size(request)
+        first = _int_param(request, "start", None) or 0
+        return Page(docs[first : first + size], total=total)
+    page = _int_param(request, "page", 0)
+    page_size = _int_param(request, "page_size", MAX_PAGE_SIZE)
+    if page is not None and page < 0:
+        raise errors.validation("page must be >=0", field="page")
+    if page_size is not None and page_size < 1:
+        raise errors.validation("page_size must be >0", field="page_size")
+    if page_size is not None:
+        page_size = min(page_size, MAX_PAGE_SIZE)
+        offset = (page or 0) * page_size
+        return Page(docs[offset : offset + page_size], total=total)
+    if page is not None:
+        raise errors.ApiError(400, 11, "page_size is required when page is requested", field="page_size")
     return Page(docs, total=total)
-
-
-class ApiScrollError(errors.ApiError):
-    def __init__(self, scroll_id: str) -> None:
-        super().__init__(400, 1104, "Invalid scroll id", scroll_id=scroll_id)
 
 
 # ---------------------------------------------------------------------------- projection
@@ -404,7 +517,7 @@ class ApiScrollError(errors.ApiError):
 def project(doc: Doc, only_fields: Iterable[str] | None) -> Doc:
     """Mongo-style projection. Parents of a requested path that exist in the document are kept
     even when the leaf is absent (``runtime.version`` on ``runtime: {}`` gives ``runtime: {}``)."""
-    wanted = [f for f in (only_fields or []) if f]
+    wanted = [f[:-2] if f.endswith(".*") else f for f in (only_fields or []) if isinstance(f, str) and f]
     if not wanted:
         return doc
     excludes = [f[1:] for f in wanted if f.startswith("-")]
@@ -463,5 +576,6 @@ def run_query(
     matched = [d for d in docs if all(p(d) for p in preds)]
     ordered = order(matched, request.get("order_by") or list(default_order))
     page = paginate(ordered, request)
-    page.items = [project(d, request.get("only_fields")) for d in page.items]
+    projection = request.get("projection") or request.get("only_fields")
+    page.items = [project(d, projection) for d in page.items]
     return page

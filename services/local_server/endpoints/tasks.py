@@ -540,11 +540,34 @@ def move(ctx: Context, body: Doc) -> Doc:
 # ---------------------------------------------------------------------------- hyperparameters / configuration
 
 
+PROPERTIES_SECTION = "properties"
+
+
+def _properties_only(items: Any) -> bool:
+    """Like the real server's ``HyperParams._normalize_params``: lower-case the ``properties`` section
+    (user properties) and tell whether it is the only one. Such edits are allowed in any task status
+    (``Dataset`` sets its ``version`` property while in progress) and move only ``last_change``."""
+    if not isinstance(items, list):
+        return False
+    for item in items:
+        if isinstance(item, dict) and str(item.get("section") or "").lower() == PROPERTIES_SECTION:
+            item["section"] = PROPERTIES_SECTION
+    return all(isinstance(i, dict) and i.get("section") == PROPERTIES_SECTION for i in items)
+
+
+def _save_properties(tx: Transaction, doc: Doc) -> None:
+    doc["last_change"] = now_iso()
+    doc["last_changed_by"] = USER["id"]
+    tx.put("task", doc)
+
+
 @endpoint("tasks.edit_hyper_params")
 def edit_hyper_params(ctx: Context, body: Doc) -> Doc:
     require(body, "task")
     doc = mutable_task(ctx.tx, body["task"])
-    check_editable(doc, bool(body.get("force")))
+    properties_only = _properties_only(body.get("hyperparams") or [])
+    if not properties_only:
+        check_editable(doc, bool(body.get("force")))
     incoming = _hyperparams_dict(body.get("hyperparams") or [])
     mode = body.get("replace_hyperparams") or "none"
     if mode not in ("none", "section", "all"):
@@ -555,7 +578,10 @@ def edit_hyper_params(ctx: Context, body: Doc) -> Doc:
             current[section] = {}
         current[section].update(params)
     doc["hyperparams"] = current
-    save(ctx.tx, doc)
+    if properties_only:
+        _save_properties(ctx.tx, doc)
+    else:
+        save(ctx.tx, doc)
     return {"updated": 1}
 
 
@@ -563,14 +589,19 @@ def edit_hyper_params(ctx: Context, body: Doc) -> Doc:
 def delete_hyper_params(ctx: Context, body: Doc) -> Doc:
     require(body, "task", "hyperparams")
     doc = mutable_task(ctx.tx, body["task"])
-    check_editable(doc, bool(body.get("force")))
+    properties_only = _properties_only(body["hyperparams"])
+    if not properties_only:
+        check_editable(doc, bool(body.get("force")))
     for item in body["hyperparams"]:
         section = doc["hyperparams"].get(item.get("section"), {})
         if item.get("name"):
             section.pop(item["name"], None)
         else:
             doc["hyperparams"].pop(item.get("section"), None)
-    save(ctx.tx, doc)
+    if properties_only:
+        _save_properties(ctx.tx, doc)
+    else:
+        save(ctx.tx, doc)
     return {"deleted": 1}
 
 
