@@ -197,10 +197,14 @@ def _apply_fields(tx: Transaction, doc: Doc, body: Doc) -> Doc:
             value = _configuration_dict(value or {})
         elif key == "name" and (not isinstance(value, str) or len(value.strip()) < 1):
             raise errors.fields_value("task name must be a non-empty string", name=value)
-        elif key == "execution" and isinstance(value, dict):
-            value = {**{"queue": doc["execution"].get("queue"), "artifacts": []}, **value}
-        elif key == "models" and isinstance(value, dict):
-            value = {"input": value.get("input") or [], "output": value.get("output") or []}
+        elif key in ("execution", "script", "output", "models") and isinstance(value, dict):
+            # embedded documents: the real server updates the stored document's top-level keys
+            # (tasks.edit: ``d = field.to_mongo().to_dict(); d.update(value)``), it does not replace it
+            value = {**(doc.get(key) or {}), **value}
+            if key == "execution":
+                value.setdefault("artifacts", [])
+            elif key == "models":
+                value = {**value, "input": value.get("input") or [], "output": value.get("output") or []}
         fields[key] = value
     doc.update(fields)
     return fields
