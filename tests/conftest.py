@@ -35,12 +35,16 @@ def client_env(srv: LocalServer, home: Path) -> dict[str, str]:
     """An environment for a ClearML client process with its own home, cache and storage."""
     storage = home / "storage"
     storage.mkdir(parents=True, exist_ok=True)
+    config = home / "clearml.conf"
+    # Reporting from a thread instead of a forked subprocess: Task.close() otherwise waits ~10 s for
+    # the subprocess's liveness check (an SDK behaviour, the same against a real server).
+    config.write_text("sdk { development { report_use_subprocess: false } }\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
     env.update(srv.env)
     env.update(
         HOME=str(home),
         CLEARML_CACHE_DIR=str(home / "cache"),
-        CLEARML_CONFIG_FILE=str(home / "clearml.conf"),  # need not exist
+        CLEARML_CONFIG_FILE=str(config),
         CLEARML_DEFAULT_OUTPUT_URI=f"file://{storage}",
         PYTHONPATH=str(REPO),
         PYTHONUNBUFFERED="1",
