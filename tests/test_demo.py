@@ -42,6 +42,7 @@ def test_demo_names_a_missing_data_folder(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "COLUMNS": "400"},  # keep rich from wrapping the path
     )
     assert proc.returncode != 0
     assert "nowhere" in proc.stderr and "datatraining.txt" in proc.stderr
