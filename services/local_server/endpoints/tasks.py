@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import errors
@@ -10,6 +12,7 @@ from ..query import TASK_OPTIONS, list_predicate, now_iso, run_query
 from ..registry import COMPANY, USER, Context, endpoint, ids_of, merge_tags, new_id, require, string_list
 from ..store import Doc, Transaction
 from . import projects
+from .queues import create as create_queue
 from .queues import enqueue_entry, get_queue, remove_entry, resolve_default_queue
 
 # The real server's state machine: status -> statuses it may move to without ``force``.
@@ -308,7 +311,19 @@ def _status_call(ctx: Context, body: Doc, new_status: str) -> Doc:
 
 @endpoint("tasks.started")
 def started(ctx: Context, body: Doc) -> Doc:
+    """Like the real server: a task that is not yet running (e.g. a failed task enqueued again) starts a
+    new run, ``started`` is now and ``completed``/``active_duration`` are cleared; a running task keeps
+    its ``started`` (the agent calls ``started`` up to three times per run)."""
+    require(body, "task")
+    current = get_task(ctx.tx, body["task"])
+    new_run = not (current["status"] == "in_progress" and current.get("started"))
     result = _status_call(ctx, body, "in_progress")
+    if new_run:
+        doc = mutable_task(ctx.tx, current["id"])
+        run_fields = {"started": doc["status_changed"], "completed": None, "active_duration": None}
+        doc.update(run_fields)
+        ctx.tx.put("task", doc)
+        result["fields"].update(run_fields)
     result["started"] = 1
     return result
 
@@ -377,9 +392,10 @@ def reset(ctx: Context, body: Doc) -> Doc:
         dequeued = 1
     change_status(doc, "created", True)
     doc.update(started=None, completed=None, published=None, last_iteration=0, last_metrics={},
-               last_worker=None, active_duration=None)
+               last_worker=None, active_duration=None, enqueue_status=None)
     doc["execution"]["queue"] = None
-    doc["execution"]["artifacts"] = [a for a in doc["execution"].get("artifacts", []) if a.get("mode") == "input"]
+    artifacts = doc["execution"].get("artifacts", [])
+    doc["execution"]["artifacts"] = [a for a in artifacts if a.get("mode") == "input"]
     deleted_models = 0
     if body.get("delete_output_models", True):
         for ref in doc["models"].get("output", []):
@@ -400,14 +416,22 @@ def enqueue(ctx: Context, body: Doc) -> Doc:
     doc = mutable_task(ctx.tx, body["task"])
     if doc["status"] == "queued":
         raise errors.task_already_queued(doc["id"])
+    if body.get("queue") and body.get("queue_name"):
+        raise errors.validation("Either queue id or queue name should be provided")
     if body.get("queue"):
         queue = get_queue(ctx.tx, body["queue"])
     elif body.get("queue_name"):
+        # the real server creates a queue that is enqueued to by a name it does not know yet
+        if not any(q["name"] == body["queue_name"] for q in ctx.tx.scan("queue")):
+            create_queue(ctx, {"name": body["queue_name"]})
         queue = get_queue(ctx.tx, body["queue_name"], by_name=True)
     else:
         queue = resolve_default_queue(ctx.tx)
+    before = doc["status"]
     fields = change_status(doc, "queued", bool(body.get("force")), body.get("status_reason", ""),
                            body.get("status_message", ""))
+    # the status to return to when the task leaves the queue without running (tasks.dequeue)
+    doc["enqueue_status"] = before
     doc["execution"]["queue"] = queue["id"]
     fields["execution.queue"] = queue["id"]
     save(ctx.tx, doc)
@@ -415,23 +439,56 @@ def enqueue(ctx: Context, body: Doc) -> Doc:
     return {"queued": 1, "updated": 1, "fields": fields, "queue_watched": True}
 
 
+def _remove_from_all_queues(tx: Transaction, task_id: str) -> None:
+    for queue_id in [q["id"] for q in tx.scan("queue") if any(e["task"] == task_id for e in q["entries"])]:
+        remove_entry(tx, queue_id, task_id)
+
+
 @endpoint("tasks.dequeue")
 def dequeue(ctx: Context, body: Doc) -> Doc:
+    """Like the real server's ``TaskBLL.dequeue_and_change_status``: take the task out of its queue if it
+    is queued; a queued *or running* task then moves to ``new_status`` or back to the status it had
+    before it was enqueued (``created`` by default); any other status is left alone (``updated: 0``).
+    clearml-agent ``execute`` calls it with ``new_status=in_progress`` on the task it was handed, which
+    the daemon has already set running: it must succeed with ``updated: 1``."""
     require(body, "task")
-    doc = mutable_task(ctx.tx, body["task"])
-    if doc["status"] != "queued":
-        raise errors.invalid_task_status("task is not queued", id=doc["id"], status=doc["status"])
-    remove_entry(ctx.tx, doc["execution"].get("queue"), doc["id"])
-    fields = change_status(doc, "created", True, body.get("status_reason", ""), body.get("status_message", ""))
+    new_status = body.get("new_status")
+    if new_status and new_status not in (*TRANSITIONS, "unknown"):
+        raise errors.validation(f"Invalid task status: {new_status}")
+    found = ctx.tx.get("task", body["task"]) if isinstance(body["task"], str) else None
+    if found is None:
+        _remove_from_all_queues(ctx.tx, str(body["task"]))
+        return {"dequeued": 1, "updated": 0}
+    doc = copy.deepcopy(found)
+    if doc["status"] == "queued" and doc["execution"].get("queue"):
+        remove_entry(ctx.tx, doc["execution"]["queue"], doc["id"])
+    if body.get("remove_from_all_queues"):
+        _remove_from_all_queues(ctx.tx, doc["id"])
+    if doc["status"] not in ("queued", "in_progress"):
+        return {"dequeued": 1, "updated": 0}
+    fields = change_status(
+        doc,
+        new_status or doc.get("enqueue_status") or "created",
+        True,
+        body.get("status_reason", ""),
+        body.get("status_message", ""),
+    )
+    doc["enqueue_status"] = None
     save(ctx.tx, doc)
     return {"dequeued": 1, "updated": 1, "fields": fields}
 
 
 @endpoint("tasks.ping")
 def ping(ctx: Context, body: Doc) -> Doc:
+    """Like the real server (``TaskBLL.set_last_update``): a running task's ``active_duration`` (seconds
+    since ``started``) and its ``last_update``/``last_change`` move on."""
     require(body, "task")
     doc = mutable_task(ctx.tx, body["task"])
-    save(ctx.tx, doc, changed=False)
+    if doc["status"] == "in_progress" and doc.get("started"):
+        with contextlib.suppress(ValueError, TypeError):
+            started_at = datetime.fromisoformat(doc["started"])
+            doc["active_duration"] = max(0, int((datetime.now(UTC) - started_at).total_seconds()))  # seconds
+    save(ctx.tx, doc)
     return {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import errors
 from ..query import now_iso
 from ..registry import COMPANY, USER, Context, endpoint, require
 from ..store import Doc
@@ -62,8 +63,23 @@ def status_report(ctx: Context, body: Doc) -> Doc:
     require(body, "worker")
     doc = _worker(ctx, body["worker"])
     task_id = body.get("task")
-    task = ctx.tx.get("task", task_id) if task_id else None
-    doc["task"] = {"id": task["id"], "name": task["name"], "last_iteration": task.get("last_iteration")} if task else None
+    task = ctx.tx.mutable("task", task_id) if task_id else None
+    if task_id and task is None:
+        raise errors.invalid_task_id(task_id)
+    doc["task"] = None
+    doc["queue"] = body.get("queue")
+    if task is not None:
+        doc["task"] = {"id": task["id"], "name": task["name"], "last_iteration": task.get("last_iteration")}
+        # like the real server (WorkerBLL.status_report): the reported task remembers its worker
+        now = now_iso()
+        task.update(
+            last_worker=body["worker"],
+            last_worker_report=now,
+            last_update=now,
+            last_change=now,
+            last_changed_by=USER["id"],
+        )
+        ctx.tx.put("task", task)
     if body.get("queues") is not None:
         doc["queues"] = list(body["queues"])
     if body.get("machine_stats"):
@@ -79,8 +95,10 @@ def _public(ctx: Context, doc: Doc) -> Doc:
         q = ctx.tx.get("queue", qid)
         if q is not None:
             queues.append({"id": q["id"], "name": q["name"], "num_tasks": len(q["entries"])})
-    public: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("runtime_properties", "last_activity_epoch")}
+    hidden = ("runtime_properties", "last_activity_epoch")
+    public: dict[str, Any] = {k: v for k, v in doc.items() if k not in hidden}
     public["queues"] = queues
+    public["queue"] = next((q for q in queues if q["id"] == doc.get("queue")), None)
     return public
 
 
