@@ -63,6 +63,80 @@ def demo(
         raise typer.BadParameter(str(exc), param_hint="--data") from exc
 
 
+@app.command()
+def train(
+    dataset_id: Annotated[
+        str | None, typer.Option(help="train as a tracked ClearML task on this dataset version")
+    ] = None,
+    eval_dataset_id: Annotated[
+        str | None, typer.Option(help="with --dataset-id: the fixed evaluation set")
+    ] = None,
+    data: Annotated[
+        list[Path] | None, typer.Option(help="offline: labeled CSV files or folders (repeat the option)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="offline: folder to write the model files to")] = None,
+    seed: Annotated[int | None, typer.Option(help="override RANDOM_STATE")] = None,
+) -> None:
+    """Train the occupancy model: tracked on ClearML (--dataset-id) or offline (--data ... --out DIR)."""
+    import json
+
+    overrides: dict[str, object] = {} if seed is None else {"RANDOM_STATE": seed}
+    if dataset_id and (data or out):
+        raise typer.BadParameter("use either --dataset-id (tracked) or --data/--out (offline)")
+    if dataset_id:
+        from training.task import run
+
+        overrides["CLEARML_DATASET_ID"] = dataset_id
+        if eval_dataset_id:
+            overrides["EVAL_DATASET_ID"] = eval_dataset_id
+        run(overrides)
+        return
+    if not data or out is None:
+        raise typer.BadParameter("offline training needs --data PATH (one or more) and --out DIR")
+    from training.config import TrainingConfig
+    from training.data import DataNotFoundError, DataValidationError, load_labeled
+    from training.train import train_model
+
+    try:
+        frame = load_labeled(list(data))
+    except (DataNotFoundError, DataValidationError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    trained = train_model(frame, TrainingConfig.from_mapping(overrides))
+    trained.save(out)
+    summary = {
+        "model_dir": str(out),
+        "rows": len(frame),
+        "validation": trained.validation.as_dict(),
+        "best_epoch": trained.best_epoch,
+        "train_seconds": round(trained.seconds, 2),
+    }
+    typer.echo(json.dumps(summary))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="model folder written by `train --out`")],
+    data: Annotated[list[Path], typer.Option(help="labeled CSV files or folders (repeat the option)")],
+) -> None:
+    """Print accuracy, F1 and ROC-AUC of a model on labeled files, as one JSON object."""
+    import json
+
+    from training.bundle import ModelBundle
+    from training.data import LABEL_COLUMN, DataNotFoundError, DataValidationError, load_labeled
+    from training.evaluate import compute_metrics
+
+    try:
+        bundle = ModelBundle.load(model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+    try:
+        frame = load_labeled(list(data))
+    except (DataNotFoundError, DataValidationError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    metrics = compute_metrics(frame[LABEL_COLUMN].to_numpy(), bundle.predict_proba(frame))
+    typer.echo(json.dumps(metrics.as_dict()))
+
+
 def main() -> None:
     app()
 

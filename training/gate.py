@@ -1,0 +1,74 @@
+"""The evaluation gate in the model registry: champion lookup, verdict, publish or reject.
+
+The champion is the newest published model of the project carrying the ``champion`` tag: the one
+production serves. A challenger and the champion are scored on the same evaluation data; the
+verdict (:func:`training.evaluate.decide`) is written where people look: a published challenger
+takes the ``champion`` tag, a refused one is kept, tagged ``rejected``, with the reason in its
+comment and metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from training.bundle import ModelBundle
+from training.data import LABEL_COLUMN
+from training.evaluate import GateDecision, GatePolicy, Metrics, compute_metrics, decide
+
+CHAMPION_TAG = "champion"
+REJECTED_TAG = "rejected"
+
+
+def find_champion(project: str, model_name: str, exclude: str | None = None) -> Any | None:
+    from clearml import Model
+
+    for model in Model.query_models(
+        project_name=project, model_name=model_name, tags=[CHAMPION_TAG], only_published=True, max_results=5
+    ):
+        if model.id != exclude:
+            return model
+    return None
+
+
+def load_bundle(model: Any) -> ModelBundle:
+    """The model package of a registered model, downloaded (cached) and loaded."""
+    local = model.get_local_copy(extract_archive=True, raise_on_error=True)
+    return ModelBundle.load(Path(local))
+
+
+def score(bundle: ModelBundle, frame: pd.DataFrame) -> Metrics:
+    return compute_metrics(frame[LABEL_COLUMN].to_numpy(), bundle.predict_proba(frame))
+
+
+def _set_metadata(model: Any, decision: GateDecision) -> None:
+    model.set_metadata("gate_verdict", "published" if decision.publish else "rejected", "str")
+    model.set_metadata("gate_reason", decision.reason, "str")
+    model.set_metadata("eval_accuracy", f"{decision.challenger.accuracy:.6f}", "float")
+    if decision.champion is not None:
+        model.set_metadata("champion_eval_accuracy", f"{decision.champion.accuracy:.6f}", "float")
+
+
+def gate(
+    model_id: str, eval_frame: pd.DataFrame, policy: GatePolicy, project: str, model_name: str
+) -> GateDecision:
+    """Score the challenger and the champion on ``eval_frame``, then publish or reject the challenger."""
+    from clearml import Model
+
+    challenger = Model(model_id=model_id)
+    challenger_metrics = score(load_bundle(challenger), eval_frame)
+    champion = find_champion(project, model_name, exclude=model_id)
+    champion_metrics = score(load_bundle(champion), eval_frame) if champion is not None else None
+    decision = decide(challenger_metrics, champion_metrics, policy)
+    _set_metadata(challenger, decision)
+    challenger.comment = f"gate: {decision.reason}"
+    if decision.publish:
+        challenger.publish()
+        challenger.tags = sorted({*challenger.tags, CHAMPION_TAG} - {REJECTED_TAG})
+        if champion is not None:
+            champion.tags = [t for t in champion.tags if t != CHAMPION_TAG]
+    else:
+        challenger.tags = sorted({*challenger.tags, REJECTED_TAG})
+    return decision

@@ -1,0 +1,147 @@
+"""Training: validated labeled frame → causal features → the MLP → a model folder.
+
+The latest ``VALIDATION_FRACTION`` of the rows by time is held out for early stopping, so the model
+is chosen on readings later than any it learned from, as it will be used.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.bundle import KERAS_FILE, PORTABLE_FILE, ModelBundle, schema_to_dict, write_metadata
+from training.config import TrainingConfig
+from training.data import LABEL_COLUMN, TIME_COLUMN
+from training.evaluate import Metrics, compute_metrics
+from training.features import DEFAULT_SCHEMA, FeatureSchema, make_features
+from training.portable import PortableModel, from_keras
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainedModel:
+    keras_model: Any
+    portable: PortableModel
+    schema: FeatureSchema
+    config: TrainingConfig
+    validation: Metrics
+    history: dict[str, list[float]]
+    best_epoch: int
+    seconds: float
+    train_rows: int
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+    def bundle(self) -> ModelBundle:
+        return ModelBundle(self.portable, self.schema, self.metadata())
+
+    def metadata(self) -> dict[str, Any]:
+        import keras
+        import tensorflow as tf
+
+        return {
+            "model_name": self.config.MODEL_NAME,
+            "feature_schema": schema_to_dict(self.schema),
+            "config": {k: getattr(self.config, k) for k in self.config.__dataclass_fields__},
+            "validation": self.validation.as_dict(),
+            "best_epoch": self.best_epoch,
+            "train_rows": self.train_rows,
+            "train_seconds": round(self.seconds, 2),
+            "threshold": 0.5,
+            "versions": {
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "numpy": np.__version__,
+                "pandas": pd.__version__,
+            },
+            **self.extra_metadata,
+        }
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.keras_model.save(folder / KERAS_FILE)
+        self.portable.save(folder / PORTABLE_FILE)
+        write_metadata(folder, self.metadata())
+        return folder
+
+
+def time_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Earliest rows for training, the latest ``fraction`` (by time) for validation."""
+    ordered = frame.sort_values(TIME_COLUMN, kind="stable")
+    cut = round(len(ordered) * (1 - fraction))
+    if cut < 1 or cut >= len(ordered):
+        raise ValueError(f"cannot split {len(ordered)} rows with VALIDATION_FRACTION={fraction}")
+    return ordered.iloc[:cut], ordered.iloc[cut:]
+
+
+def train_model(
+    frame: pd.DataFrame,
+    config: TrainingConfig,
+    schema: FeatureSchema = DEFAULT_SCHEMA,
+    on_epoch: EpochCallback | None = None,
+) -> TrainedModel:
+    """Train the MLP on a validated labeled frame (see :func:`training.data.load_labeled`)."""
+    import keras
+
+    from training.model import balanced_class_weight, build_model, configure_tensorflow
+
+    if frame[LABEL_COLUMN].nunique() < 2:
+        raise ValueError("the training data holds only one class: nothing to learn")
+    configure_tensorflow()
+    # features over the whole frame first (they look back within segments only), then split
+    features = make_features(frame.sort_values(TIME_COLUMN, kind="stable"), schema)
+    ordered = frame.sort_values(TIME_COLUMN, kind="stable")
+    train_part, val_part = time_split(ordered, config.VALIDATION_FRACTION)
+    x_train, y_train = features.loc[train_part.index].to_numpy(), train_part[LABEL_COLUMN].to_numpy()
+    x_val, y_val = features.loc[val_part.index].to_numpy(), val_part[LABEL_COLUMN].to_numpy()
+
+    model = build_model(
+        x_train.shape[1], config.LAYER_SIZE, config.DROPOUT, config.LEARNING_RATE, seed=config.RANDOM_STATE
+    )
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.PATIENCE, restore_best_weights=True)
+    ]
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(
+                    epoch, {k: float(v) for k, v in (logs or {}).items()}
+                )
+            )
+        )
+    keras.utils.set_random_seed(config.RANDOM_STATE)
+    started = time.perf_counter()
+    history = model.fit(
+        x_train.astype("float32"),
+        y_train.astype("float32"),
+        validation_data=(x_val.astype("float32"), y_val.astype("float32")),
+        epochs=config.MAX_EPOCHS,
+        batch_size=config.BATCH_SIZE,
+        shuffle=True,
+        class_weight=balanced_class_weight(y_train),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    portable = from_keras(model)
+    val_losses = history.history["val_loss"]
+    return TrainedModel(
+        keras_model=model,
+        portable=portable,
+        schema=schema,
+        config=config,
+        validation=compute_metrics(y_val, portable.predict_proba(x_val)),
+        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        best_epoch=int(np.argmin(val_losses)) + 1,
+        seconds=seconds,
+        train_rows=len(train_part),
+    )
