@@ -1,8 +1,8 @@
 """Causal window features for the occupancy model, the same at training and at serving time.
 
 The sensors report one reading a minute. A feature of the reading at time ``t`` depends only on
-that reading and the readings of the ``window_minutes`` minutes before it (``t - N .. t``), and
-only on readings of the same *segment*: a run of readings with no gap longer than
+that reading and the ``N = window_minutes`` readings before it (``t - N .. t`` at one a minute),
+and only on readings of the same *segment*: a run of readings with no gap longer than
 ``max_gap_minutes`` (a longer gap, a step back in time, or a change of the optional ``source``
 column, e.g. the file a row came from, starts a new segment). Near the start of a segment the
 window is partial: statistics use the readings that exist, a difference is taken to the oldest
@@ -35,9 +35,10 @@ _OPS: tuple[str, ...] = ("mean", "min", "max", "std", "diff", "slope")
 class WindowFeature:
     """One statistic of one (transformed) sensor column over the last ``minutes`` minutes.
 
-    The window holds the readings from ``t - minutes`` to ``t`` inclusive. ``diff`` is the current
-    value minus the oldest value in the window; ``slope`` is the least-squares slope per minute
-    against the readings' timestamps.
+    The window is the current reading and the ``minutes`` readings before it (``t - minutes .. t``
+    at one a minute; fewer at the start of a segment). ``diff`` is the current value minus the
+    oldest value in the window; ``slope`` is the least-squares slope per minute against the
+    readings' timestamps (so a missing reading inside a segment does not bias it).
     """
 
     column: str
@@ -181,9 +182,9 @@ def make_features(frame: pd.DataFrame, schema: FeatureSchema = DEFAULT_SCHEMA) -
         values[c] = np.log1p(values[c])
     out: dict[str, np.ndarray] = {c: values[c] for c in schema.current_columns}
     if schema.window_features:
-        times = pd.to_datetime(frame[TIME_COLUMN]).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        time_lags = _lag_matrix(times.astype(float), position, width)
-        minutes_back = (time_lags - time_lags[:, -1:]) / 60e9
+        stamps = pd.to_datetime(frame[TIME_COLUMN]).to_numpy(dtype="datetime64[ms]").astype(np.int64)
+        time_lags = _lag_matrix(stamps.astype(float), position, width)  # ms: exact in float64
+        minutes_back = (time_lags - time_lags[:, -1:]) / 60_000.0
         windowed = {f.column for f in schema.window_features}
         lags = {c: _lag_matrix(values[c], position, width) for c in windowed}
         for f in schema.window_features:

@@ -78,6 +78,8 @@ class FitResult:
     best_score: float
     """The monitored validation metric at the best epoch."""
     seconds: float
+    history: dict[str, list[float]]
+    """Per-epoch values of every metric (``loss``, ``val_loss``, ``accuracy``, ...)."""
 
 
 def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
@@ -102,6 +104,7 @@ def fit(
     start_from_epoch: int = 0,
     seed: int | None = None,
     verbose: int = 0,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> FitResult:
     """Train with early stopping on ``monitor`` (validation loss); the best epoch's weights are restored.
 
@@ -125,13 +128,19 @@ def fit(
         batch_size=batch_size,
         shuffle=True,
         class_weight=class_weight,
-        callbacks=[stop],
+        callbacks=[stop, *(callbacks or [])],
         verbose=verbose,
     )
     seconds = time.perf_counter() - started
     scores = [float(v) for v in history.history[monitor]]
     best = int(stop.best_epoch) if stop.best_weights is not None else len(scores) - 1
-    return FitResult(epochs_run=len(scores), best_epoch=best + 1, best_score=scores[best], seconds=seconds)
+    return FitResult(
+        epochs_run=len(scores),
+        best_epoch=best + 1,
+        best_score=scores[best],
+        seconds=seconds,
+        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+    )
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:

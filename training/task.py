@@ -84,7 +84,7 @@ def run(overrides: dict[str, Any] | None = None, project: str = PROJECT) -> dict
     """Train on ``CLEARML_DATASET_ID`` as a tracked task; returns ids and metrics."""
     from clearml import Task
 
-    task = Task.init(
+    task: Any = Task.init(
         project_name=project,
         task_name=TASK_NAME,
         task_type=Task.TaskTypes.training,

@@ -7,7 +7,6 @@ is chosen on readings later than any it learned from, as it will be used.
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +91,7 @@ def train_model(
     """Train the MLP on a validated labeled frame (see :func:`training.data.load_labeled`)."""
     import keras
 
-    from training.model import balanced_class_weight, build_model, configure_tensorflow
+    from training.model import build_model, configure_tensorflow, fit
 
     if frame[LABEL_COLUMN].nunique() < 2:
         raise ValueError("the training data holds only one class: nothing to learn")
@@ -107,9 +106,7 @@ def train_model(
     model = build_model(
         x_train.shape[1], config.LAYER_SIZE, config.DROPOUT, config.LEARNING_RATE, seed=config.RANDOM_STATE
     )
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.PATIENCE, restore_best_weights=True)
-    ]
+    callbacks = []
     if on_epoch is not None:
         callbacks.append(
             keras.callbacks.LambdaCallback(
@@ -118,30 +115,27 @@ def train_model(
                 )
             )
         )
-    keras.utils.set_random_seed(config.RANDOM_STATE)
-    started = time.perf_counter()
-    history = model.fit(
-        x_train.astype("float32"),
-        y_train.astype("float32"),
-        validation_data=(x_val.astype("float32"), y_val.astype("float32")),
+    result = fit(
+        model,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
         epochs=config.MAX_EPOCHS,
         batch_size=config.BATCH_SIZE,
-        shuffle=True,
-        class_weight=balanced_class_weight(y_train),
+        patience=config.PATIENCE,
+        seed=config.RANDOM_STATE,
         callbacks=callbacks,
-        verbose=0,
     )
-    seconds = time.perf_counter() - started
     portable = from_keras(model)
-    val_losses = history.history["val_loss"]
     return TrainedModel(
         keras_model=model,
         portable=portable,
         schema=schema,
         config=config,
         validation=compute_metrics(y_val, portable.predict_proba(x_val)),
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
-        best_epoch=int(np.argmin(val_losses)) + 1,
-        seconds=seconds,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        seconds=result.seconds,
         train_rows=len(train_part),
     )

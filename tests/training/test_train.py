@@ -1,0 +1,73 @@
+"""Model tests: offline train/evaluate commands on the real data, and Keras ↔ portable parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from training.bundle import KERAS_FILE, ModelBundle
+from training.data import load_labeled
+from training.features import make_features
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "occupancy_mlops.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, occupancy_dir) -> Path:
+    out = tmp_path_factory.mktemp("model") / "m"
+    proc = _cli("train", "--data", str(occupancy_dir / "datatraining.txt"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["validation"]["accuracy"] > 0.97
+    return out
+
+
+def test_portable_model_agrees_with_keras_on_every_test_row(model_dir, occupancy_dir):
+    bundle = ModelBundle.load(model_dir)
+    frame = load_labeled([occupancy_dir / "datatest.txt"])
+    features = make_features(frame, bundle.schema).to_numpy()
+    reference = keras.models.load_model(model_dir / KERAS_FILE)(features.astype("float32"), training=False)
+    diff = np.max(np.abs(bundle.predict_proba(frame) - np.asarray(reference)[:, 0]))
+    assert diff < 1e-5, f"portable model differs from Keras by {diff}"
+    assert bundle.metadata["feature_schema"]["history_rows"] == bundle.schema.history_rows
+    assert {"tensorflow", "keras", "numpy"} <= set(bundle.metadata["versions"])
+
+
+def test_evaluate_command_prints_metrics_as_json(model_dir, occupancy_dir):
+    proc = _cli("evaluate", "--model", str(model_dir), "--data", str(occupancy_dir / "datatest.txt"))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert set(metrics) == {"accuracy", "f1", "roc_auc", "rows", "positives"}
+    assert metrics["rows"] == 2665 and metrics["accuracy"] > 0.95
+
+
+def test_train_refuses_bad_data_naming_the_problem(tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text(
+        "date,Temperature,Humidity,Light,CO2,HumidityRatio,Occupancy\n"
+        "2015-02-04 17:51:00,23.18,27.27,426,721.25,0.00479,yes\n"
+    )
+    proc = _cli("train", "--data", str(bad), "--out", str(tmp_path / "m"))
+    assert proc.returncode != 0
+    assert "labels.csv, line 2, column Occupancy" in proc.stderr
+    assert not (tmp_path / "m").exists(), "nothing is written when the data is refused"
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_model(tmp_path, occupancy_dir):
+    proc = _cli("evaluate", "--model", str(tmp_path), "--data", str(occupancy_dir / "datatest.txt"))
+    assert proc.returncode != 0 and "is not a model folder" in proc.stderr
