@@ -80,8 +80,11 @@ def get_task_log(ctx: Context, body: Doc) -> Doc:
     logs = _task_events(ctx, body, ["log"])
     size = int(body.get("batch_size") or 500)
     chosen = logs[-size:] if body.get("navigate_earlier", True) else logs[:size]
-    return {"events": list(reversed(chosen)) if body.get("navigate_earlier", True) else chosen,
-            "returned": len(chosen), "total": len(logs)}
+    return {
+        "events": list(reversed(chosen)) if body.get("navigate_earlier", True) else chosen,
+        "returned": len(chosen),
+        "total": len(logs),
+    }
 
 
 @endpoint("events.get_task_events")

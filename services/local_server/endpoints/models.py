@@ -11,8 +11,19 @@ from .tasks import change_status
 from .tasks import save as save_task
 
 EDITABLE = (
-    "uri", "name", "comment", "tags", "system_tags", "framework", "design", "labels", "ready",
-    "project", "parent", "task", "ui_cache",
+    "uri",
+    "name",
+    "comment",
+    "tags",
+    "system_tags",
+    "framework",
+    "design",
+    "labels",
+    "ready",
+    "project",
+    "parent",
+    "task",
+    "ui_cache",
 )
 
 # changing one of these moves ``last_update`` (what model triggers watch); any change moves ``last_change``
@@ -30,8 +41,10 @@ def _metadata(items: object) -> dict[str, Doc]:
     if items is None:
         return {}
     if isinstance(items, dict):
-        return {k: ({"key": k, **v} if isinstance(v, dict) else {"key": k, "value": v, "type": "str"})
-                for k, v in items.items()}
+        return {
+            k: ({"key": k, **v} if isinstance(v, dict) else {"key": k, "value": v, "type": "str"})
+            for k, v in items.items()
+        }
     if not isinstance(items, list):
         raise errors.fields_value("metadata must be a list of {key, type, value}", field="metadata")
     out: dict[str, Doc] = {}
@@ -180,8 +193,9 @@ def _publish(ctx: Context, model_id: str, publish_task: bool, force_publish_task
 @endpoint("models.set_ready")
 def set_ready(ctx: Context, body: Doc) -> Doc:
     require(body, "model")
-    published = _publish(ctx, body["model"], bool(body.get("publish_task", True)),
-                         bool(body.get("force_publish_task")))
+    published = _publish(
+        ctx, body["model"], bool(body.get("publish_task", True)), bool(body.get("force_publish_task"))
+    )
     return {"updated": 1, "published_task": published or None}
 
 

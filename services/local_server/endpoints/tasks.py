@@ -20,7 +20,16 @@ TRANSITIONS: dict[str, set[str]] = {
     "created": {"queued", "in_progress"},
     "queued": {"created", "in_progress", "stopped"},
     "in_progress": {"stopped", "failed", "created", "completed"},
-    "stopped": {"closed", "created", "failed", "queued", "in_progress", "published", "publishing", "completed"},
+    "stopped": {
+        "closed",
+        "created",
+        "failed",
+        "queued",
+        "in_progress",
+        "published",
+        "publishing",
+        "completed",
+    },
     "closed": {"created", "failed", "published", "publishing", "stopped"},
     "failed": {"created", "stopped", "published", "queued"},
     "publishing": {"published"},
@@ -28,12 +37,35 @@ TRANSITIONS: dict[str, set[str]] = {
     "completed": {"published", "in_progress", "created"},
 }
 TYPES = {
-    "training", "testing", "inference", "data_processing", "application", "monitor", "controller",
-    "optimizer", "service", "qc", "custom",
+    "training",
+    "testing",
+    "inference",
+    "data_processing",
+    "application",
+    "monitor",
+    "controller",
+    "optimizer",
+    "service",
+    "qc",
+    "custom",
 }
 EDITABLE = (
-    "name", "tags", "system_tags", "type", "comment", "parent", "project", "input", "output",
-    "execution", "script", "hyperparams", "configuration", "models", "container", "runtime",
+    "name",
+    "tags",
+    "system_tags",
+    "type",
+    "comment",
+    "parent",
+    "project",
+    "input",
+    "output",
+    "execution",
+    "script",
+    "hyperparams",
+    "configuration",
+    "models",
+    "container",
+    "runtime",
 )
 ARCHIVED = "archived"
 
@@ -76,9 +108,7 @@ def change_status(doc: Doc, new_status: str, force: bool, reason: str = "", mess
     """Move a task along the status machine; returns the changed fields."""
     current = doc["status"]
     if current != new_status and new_status not in TRANSITIONS.get(current, set()) and not force:
-        raise errors.invalid_task_status(
-            f"cannot change status from {current} to {new_status}", id=doc["id"]
-        )
+        raise errors.invalid_task_status(f"cannot change status from {current} to {new_status}", id=doc["id"])
     now = now_iso()
     fields: Doc = {
         "status": new_status,
@@ -131,7 +161,9 @@ def _hyperparams_dict(items: Any, field: str = "hyperparams") -> dict[str, dict[
 
 def _configuration_dict(items: Any) -> dict[str, Doc]:
     if isinstance(items, dict):
-        return {name: {**(v if isinstance(v, dict) else {"value": v}), "name": name} for name, v in items.items()}
+        return {
+            name: {**(v if isinstance(v, dict) else {"value": v}), "name": name} for name, v in items.items()
+        }
     if not isinstance(items, list):
         raise errors.fields_value("expected a list of configuration items", field="configuration")
     result: dict[str, Doc] = {}
@@ -300,7 +332,9 @@ def _status_call(ctx: Context, body: Doc, new_status: str) -> Doc:
     doc = mutable_task(ctx.tx, body["task"])
     force = bool(body.get("force"))
     was_queued = doc["status"] == "queued"
-    fields = change_status(doc, new_status, force, body.get("status_reason", ""), body.get("status_message", ""))
+    fields = change_status(
+        doc, new_status, force, body.get("status_reason", ""), body.get("status_message", "")
+    )
     if was_queued and new_status != "in_progress" and doc["execution"].get("queue"):
         remove_entry(ctx.tx, doc["execution"]["queue"], doc["id"])
     if new_status == "in_progress":
@@ -391,8 +425,16 @@ def reset(ctx: Context, body: Doc) -> Doc:
         remove_entry(ctx.tx, doc["execution"]["queue"], doc["id"])
         dequeued = 1
     change_status(doc, "created", True)
-    doc.update(started=None, completed=None, published=None, last_iteration=0, last_metrics={},
-               last_worker=None, active_duration=None, enqueue_status=None)
+    doc.update(
+        started=None,
+        completed=None,
+        published=None,
+        last_iteration=0,
+        last_metrics={},
+        last_worker=None,
+        active_duration=None,
+        enqueue_status=None,
+    )
     doc["execution"]["queue"] = None
     artifacts = doc["execution"].get("artifacts", [])
     doc["execution"]["artifacts"] = [a for a in artifacts if a.get("mode") == "input"]
@@ -406,8 +448,12 @@ def reset(ctx: Context, body: Doc) -> Doc:
     doc["models"]["output"] = []
     doc["output"] = {"destination": doc.get("output", {}).get("destination")}
     save(ctx.tx, doc)
-    return {"updated": 1, "dequeued": {"removed": dequeued}, "deleted_models": deleted_models,
-            "fields": {"status": "created"}}
+    return {
+        "updated": 1,
+        "dequeued": {"removed": dequeued},
+        "deleted_models": deleted_models,
+        "fields": {"status": "created"},
+    }
 
 
 @endpoint("tasks.enqueue")
@@ -428,8 +474,9 @@ def enqueue(ctx: Context, body: Doc) -> Doc:
     else:
         queue = resolve_default_queue(ctx.tx)
     before = doc["status"]
-    fields = change_status(doc, "queued", bool(body.get("force")), body.get("status_reason", ""),
-                           body.get("status_message", ""))
+    fields = change_status(
+        doc, "queued", bool(body.get("force")), body.get("status_reason", ""), body.get("status_message", "")
+    )
     # the status to return to when the task leaves the queue without running (tasks.dequeue)
     doc["enqueue_status"] = before
     doc["execution"]["queue"] = queue["id"]
@@ -526,8 +573,10 @@ def clone(ctx: Context, body: Doc) -> Doc:
         system_tags=merge_tags(
             None, body.get("new_task_system_tags", [t for t in src.get("system_tags", []) if t != ARCHIVED])
         ),
-        models={"input": copy.deepcopy(body.get("new_task_input_models") or src["models"].get("input", [])),
-                "output": []},
+        models={
+            "input": copy.deepcopy(body.get("new_task_input_models") or src["models"].get("input", [])),
+            "output": [],
+        },
         input=copy.deepcopy(src.get("input") or {}),
         runtime={},
     )

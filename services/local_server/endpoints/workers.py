@@ -106,7 +106,8 @@ def _public(ctx: Context, doc: Doc) -> Doc:
 def get_all(ctx: Context, body: Doc) -> Doc:
     now = time.time()
     alive = [
-        d for d in ctx.tx.scan("worker")
+        d
+        for d in ctx.tx.scan("worker")
         if now - d.get("last_activity_epoch", 0) <= d.get("register_timeout", DEFAULT_TIMEOUT_S)
     ]
     return {"workers": [_public(ctx, d) for d in sorted(alive, key=lambda d: d["id"])]}
