@@ -110,7 +110,10 @@ def run_demo(
                 reports.append(sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}"]))
         console.print(f"[dim]ClearML SDK output: {sdk_log}[/dim]")
         console.print(versions_table(reports))
+    command = Path(sys.executable).parent / "occupancy-mlops"
+    with contextlib.suppress(ValueError):
+        command = command.relative_to(Path.cwd())
     console.print(
-        f"Inspect the state again with: [bold]occupancy-mlops local-server --data {workdir / 'server'}[/bold]"
+        f"Inspect the state again with: [bold]{command} local-server --data {workdir / 'server'}[/bold]"
     )
     return reports
