@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clearml.backend_api import Session
+from clearml.backend_api.session.client import APIClient
 
 from services.local_server import LocalServer, local_server
 from training.data import locate_occupancy_data
@@ -56,6 +58,17 @@ def client_env(srv: LocalServer, home: Path) -> dict[str, str]:
 @pytest.fixture
 def clearml_env(server: LocalServer, tmp_path: Path) -> dict[str, str]:
     return client_env(server, tmp_path / "client")
+
+
+def api_client(env: dict[str, str]) -> APIClient:
+    """The SDK's own API client, pointed at the server named in a client environment."""
+    return APIClient(
+        session=Session(
+            api_key=env["CLEARML_API_ACCESS_KEY"],
+            secret_key=env["CLEARML_API_SECRET_KEY"],
+            host=env["CLEARML_API_HOST"],
+        )
+    )
 
 
 def run_python(code: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 300) -> str:

@@ -23,10 +23,8 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
-from clearml.backend_api import Session
-from clearml.backend_api.session.client import APIClient
 
-from tests.conftest import run_python
+from tests.conftest import api_client, run_python
 
 QUEUE = "training"
 DEADLINE_S = 90.0  # both tasks, from the agent's start to their completion
@@ -47,16 +45,6 @@ task.upload_artifact("seen", artifact_object={"run_tag": config["RUN_TAG"]})
 RUNS = {"run-a": 0.5, "run-b": 0.25}
 
 T = TypeVar("T")
-
-
-def _api(env: dict[str, str]) -> APIClient:
-    return APIClient(
-        session=Session(
-            api_key=env["CLEARML_API_ACCESS_KEY"],
-            secret_key=env["CLEARML_API_SECRET_KEY"],
-            host=env["CLEARML_API_HOST"],
-        )
-    )
 
 
 def _wait_for(what: str, check: Callable[[], T | None], deadline: float, log: Path) -> T:
@@ -121,7 +109,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def test_agent_daemon_runs_two_queued_clones(clearml_env, start_agent, agent_log):
     home = Path(clearml_env["HOME"])
-    api = _api(clearml_env)
+    api = api_client(clearml_env)
     if not api.queues.get_all(name=f"^{QUEUE}$"):
         api.queues.create(name=QUEUE)
 

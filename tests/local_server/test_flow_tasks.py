@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clearml.backend_api.session.client import APIClient
-
-from tests.conftest import run_python
+from tests.conftest import api_client, run_python
 
 TRACKED = """
 import json
@@ -27,18 +25,6 @@ task.flush(wait_for_uploads=True)
 print(json.dumps({"task": task.id, "model": model.id}))
 task.close()
 """
-
-
-def _api(env: dict[str, str]) -> APIClient:
-    from clearml.backend_api import Session
-
-    return APIClient(
-        session=Session(
-            api_key=env["CLEARML_API_ACCESS_KEY"],
-            secret_key=env["CLEARML_API_SECRET_KEY"],
-            host=env["CLEARML_API_HOST"],
-        )
-    )
 
 
 def test_tracked_task_config_scalars_and_published_model(clearml_env):
@@ -75,7 +61,7 @@ def test_tracked_task_config_scalars_and_published_model(clearml_env):
 
 def test_clone_change_parameter_enqueue(clearml_env):
     ids = json.loads(run_python(TRACKED.replace("FlowB", "FlowC"), clearml_env).strip().splitlines()[-1])
-    api = _api(clearml_env)
+    api = api_client(clearml_env)
     if not api.queues.get_all(name="^training-c$"):
         api.queues.create(name="training-c")
     out = run_python(

@@ -14,10 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from clearml.backend_api import Session
-from clearml.backend_api.session.client import APIClient
 
-from tests.conftest import run_python
+from tests.conftest import api_client, run_python
 
 MAKE_DATASETS = """
 import json, shutil, sys
@@ -41,16 +39,6 @@ for name, files in (("train-full", ["datatraining.txt"]), ("train-small", ["data
     ids[name] = ds.id
 print(json.dumps(ids))
 """
-
-
-def _api(env: dict[str, str]) -> APIClient:
-    return APIClient(
-        session=Session(
-            api_key=env["CLEARML_API_ACCESS_KEY"],
-            secret_key=env["CLEARML_API_SECRET_KEY"],
-            host=env["CLEARML_API_HOST"],
-        )
-    )
 
 
 def _run_module(env: dict[str, str], *args: str) -> dict:
@@ -81,7 +69,7 @@ def test_tracked_training_then_clone_run_by_an_agent(clearml_env, datasets):
     first = _run_module(
         clearml_env, "--dataset-id", ids["train-full"], "--eval-dataset-id", ids["eval"], "--project", project
     )
-    api = _api(clearml_env)
+    api = api_client(clearml_env)
     task = api.tasks.get_by_id(task=first["task_id"])
     assert str(task.status) == "completed"
     assert task.hyperparams["General"]["CLEARML_DATASET_ID"].value == ids["train-full"]
