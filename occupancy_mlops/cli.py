@@ -137,6 +137,23 @@ def evaluate(
     typer.echo(json.dumps(metrics.as_dict()))
 
 
+@app.command()
+def pipeline(
+    dataset_id: Annotated[str, typer.Option(help="dataset version to retrain on")],
+    eval_dataset_id: Annotated[str, typer.Option(help="the fixed evaluation set of the gate")],
+    queue: Annotated[str | None, typer.Option(help="run the steps through agents on this queue")] = None,
+    project: Annotated[str, typer.Option(help="ClearML project")] = "Occupancy",
+) -> None:
+    """Run the retraining pipeline (preprocess → train → evaluate + gate) once."""
+    from training.pipeline import run
+
+    try:
+        typer.echo(run(dataset_id, eval_dataset_id, project, queue))
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 def main() -> None:
     app()
 

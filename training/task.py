@@ -97,8 +97,17 @@ def run(overrides: dict[str, Any] | None = None, project: str = PROJECT) -> dict
     cfg = TrainingConfig.from_mapping(config)
     if not cfg.CLEARML_DATASET_ID:
         raise SystemExit("CLEARML_DATASET_ID is empty: pass --dataset-id or set General/CLEARML_DATASET_ID")
-    logger = task.get_logger()
+    GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE)  # fail early on a bad gate setting
     frame = dataset_frame(cfg.CLEARML_DATASET_ID)
+    eval_frame = dataset_frame(cfg.EVAL_DATASET_ID) if cfg.EVAL_DATASET_ID else None
+    result = train_and_register(task, cfg, frame, eval_frame)
+    print(json.dumps(result))
+    return result
+
+
+def train_and_register(task: Any, cfg: TrainingConfig, frame: Any, eval_frame: Any | None) -> dict[str, Any]:
+    """Train on ``frame`` inside ``task``: curves, plots, metrics and the registered output model."""
+    logger = task.get_logger()
     files = frame["source"].nunique()
     print(f"training on dataset {cfg.CLEARML_DATASET_ID}: {len(frame):,} rows, {files} files")
 
@@ -111,8 +120,7 @@ def run(overrides: dict[str, Any] | None = None, project: str = PROJECT) -> dict
     trained.extra_metadata.update(dataset_id=cfg.CLEARML_DATASET_ID, training_task_id=task.id)
     _report_metrics(logger, "validation", trained.validation)
     result: dict[str, Any] = {"task_id": task.id, "validation": trained.validation.as_dict()}
-    if cfg.EVAL_DATASET_ID:
-        eval_frame = dataset_frame(cfg.EVAL_DATASET_ID)
+    if eval_frame is not None:
         proba = trained.bundle().predict_proba(eval_frame)
         evaluation = compute_metrics(eval_frame[LABEL_COLUMN].to_numpy(), proba)
         trained.extra_metadata.update(eval_dataset_id=cfg.EVAL_DATASET_ID, evaluation=evaluation.as_dict())
@@ -124,8 +132,6 @@ def run(overrides: dict[str, Any] | None = None, project: str = PROJECT) -> dict
         model = register_model(task, trained, folder, tags=[f"dataset:{cfg.CLEARML_DATASET_ID}"])
         task.flush(wait_for_uploads=True)
     result["model_id"] = model.id
-    GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE)  # fail early on a bad gate setting
-    print(json.dumps(result))
     return result
 
 

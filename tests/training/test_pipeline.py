@@ -1,0 +1,84 @@
+"""The retraining pipeline (preprocess → train → evaluate+gate) with its steps run by a
+clearml-agent daemon on a queue, against the local server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from tests.conftest import api_client, run_python
+from tests.training.test_task import MAKE_DATASETS
+
+
+def test_pipeline_steps_run_through_an_agent_and_publish_the_first_model(clearml_env, occupancy_dir):
+    project = f"PipeFlow-{uuid.uuid4().hex[:6]}"
+    out = run_python(
+        MAKE_DATASETS.replace("sys.argv[1]", repr(str(occupancy_dir))).replace("sys.argv[2]", repr(project)),
+        clearml_env,
+    )
+    ids = json.loads(out.strip().splitlines()[-1])
+    queue = f"steps-{uuid.uuid4().hex[:6]}"
+    api = api_client(clearml_env)
+    api.queues.create(name=queue)
+    agent_env = dict(
+        clearml_env,
+        CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL="1",
+        CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=sys.executable,
+        CLEARML_WORKER_ID=f"w-{queue}",
+    )
+    log = Path(clearml_env["HOME"]) / "agent.log"
+    agent = subprocess.Popen(
+        [str(Path(sys.executable).parent / "clearml-agent"), "daemon", "--queue", queue, "--foreground"],
+        env=agent_env,
+        cwd=clearml_env["HOME"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.pipeline",
+                "--dataset-id",
+                ids["train-full"],
+                "--eval-dataset-id",
+                ids["eval"],
+                "--project",
+                project,
+                "--queue",
+                queue,
+            ],
+            env=clearml_env,
+            cwd=clearml_env["HOME"],
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(agent.pid, signal.SIGKILL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log.read_text()[-3000:]
+    controller_id = proc.stdout.strip().splitlines()[-1]
+    steps = [
+        t
+        for t in api.tasks.get_all(parent=controller_id, only_fields=["id", "name", "status", "last_worker"])
+    ]
+    assert sorted(t.name for t in steps) == ["evaluate", "preprocess", "train"]
+    assert all(str(t.status) == "completed" for t in steps)
+    assert all(t.last_worker == f"w-{queue}" for t in steps), "every step ran on the agent"
+    models = api.models.get_all(tags=["champion"], only_fields=["id", "ready", "metadata", "comment"])
+    mine = [
+        m for m in models if m.metadata and m.metadata.get("dataset_id", {}).get("value") == ids["train-full"]
+    ]
+    assert len(mine) == 1 and mine[0].ready, "the first model clears the floor and is published as champion"
+    assert "first model" in mine[0].comment

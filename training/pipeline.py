@@ -1,0 +1,144 @@
+"""The retraining pipeline: preprocess → train → evaluate (gate, publish), as a ClearML
+``PipelineController`` whose dataset id is a parameter, so the scheduler can clone it and run it on
+a new dataset version (``Args/dataset_id``), locally or through agents on a queue.
+
+Each step is a function that ClearML turns into its own task; the functions import the project's
+modules (installed in the agents' interpreter) and hand data on as artifacts.
+"""
+
+# no ``from __future__ import annotations`` here: ClearML copies this module's imports into every
+# step's generated script, below its own lines, where a __future__ import is a syntax error.
+import argparse
+import json
+from typing import Any
+
+PIPELINE_NAME = "occupancy retraining"
+PROJECT = "Occupancy"
+
+
+def preprocess_step(dataset_id: str, eval_dataset_id: str) -> tuple[Any, Any]:
+    """Fetch and validate the dataset version and the evaluation set (a bad file fails the run here)."""
+    from training.task import dataset_frame
+
+    if not dataset_id:
+        raise ValueError("the pipeline parameter dataset_id is empty")
+    frame = dataset_frame(dataset_id)
+    eval_frame = dataset_frame(eval_dataset_id) if eval_dataset_id else None
+    print(f"dataset {dataset_id}: {len(frame):,} valid rows")
+    return frame, eval_frame
+
+
+def train_step(frame: Any, eval_frame: Any, dataset_id: str, eval_dataset_id: str, overrides: str) -> str:
+    """Train in this step's task and register the output model; returns the model id."""
+    from clearml import Task
+
+    from training.config import TrainingConfig, default_config
+    from training.task import train_and_register
+
+    task: Any = Task.current_task()
+    config = default_config()
+    config.update(json.loads(overrides or "{}"))
+    config.update(CLEARML_DATASET_ID=dataset_id, EVAL_DATASET_ID=eval_dataset_id)
+    task.connect(config, name="General")
+    result = train_and_register(task, TrainingConfig.from_mapping(config), frame, eval_frame)
+    return str(result["model_id"])
+
+
+def evaluate_step(model_id: str, eval_frame: Any, overrides: str, project: str) -> dict[str, Any]:
+    """Score the challenger and the champion on the evaluation set; publish or reject."""
+    from training.config import TrainingConfig
+    from training.evaluate import GatePolicy
+    from training.gate import gate
+
+    if eval_frame is None:
+        raise ValueError("the gate needs an evaluation set: set the pipeline parameter eval_dataset_id")
+    cfg = TrainingConfig.from_mapping(json.loads(overrides or "{}"))
+    decision = gate(
+        model_id, eval_frame, GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE), project, cfg.MODEL_NAME
+    )
+    verdict = {
+        "model_id": model_id,
+        "published": decision.publish,
+        "reason": decision.reason,
+        "accuracy": decision.challenger.accuracy,
+    }
+    print(json.dumps(verdict))
+    return verdict
+
+
+def build(
+    project: str = PROJECT, queue: str | None = None, dataset_id: str = "", eval_dataset_id: str = ""
+) -> Any:
+    """The pipeline definition; ``queue`` is where its steps run (None: wherever ``start`` says)."""
+    from clearml import PipelineController
+
+    pipe = PipelineController(name=PIPELINE_NAME, project=project, version="1.0.0", add_pipeline_tags=True)
+    pipe.add_parameter("dataset_id", dataset_id, "dataset version to train on")
+    pipe.add_parameter("eval_dataset_id", eval_dataset_id, "the fixed evaluation set of the gate")
+    pipe.add_parameter("overrides", "{}", "JSON object of training settings (training/config.py)")
+    if queue:
+        pipe.set_default_execution_queue(queue)
+    pipe.add_function_step(
+        "preprocess",
+        preprocess_step,
+        function_kwargs={
+            "dataset_id": "${pipeline.dataset_id}",
+            "eval_dataset_id": "${pipeline.eval_dataset_id}",
+        },
+        function_return=["frame", "eval_frame"],
+        cache_executed_step=False,
+    )
+    pipe.add_function_step(
+        "train",
+        train_step,
+        parents=["preprocess"],
+        function_kwargs={
+            "frame": "${preprocess.frame}",
+            "eval_frame": "${preprocess.eval_frame}",
+            "dataset_id": "${pipeline.dataset_id}",
+            "eval_dataset_id": "${pipeline.eval_dataset_id}",
+            "overrides": "${pipeline.overrides}",
+        },
+        function_return=["model_id"],
+        cache_executed_step=False,
+    )
+    pipe.add_function_step(
+        "evaluate",
+        evaluate_step,
+        parents=["train"],
+        function_kwargs={
+            "model_id": "${train.model_id}",
+            "eval_frame": "${preprocess.eval_frame}",
+            "overrides": "${pipeline.overrides}",
+            "project": project,
+        },
+        function_return=["verdict"],
+        cache_executed_step=False,
+    )
+    return pipe
+
+
+def run(dataset_id: str, eval_dataset_id: str, project: str = PROJECT, queue: str | None = None) -> str:
+    """Run one retraining: the controller here, the steps here (no queue) or on ``queue`` via agents."""
+    pipe = build(project, queue, dataset_id, eval_dataset_id)
+    pipe.start_locally(run_pipeline_steps_locally=queue is None)
+    from clearml import Task
+
+    status = str(Task.get_task(task_id=pipe.id).get_status())
+    if status != "completed":
+        raise RuntimeError(f"pipeline {pipe.id} ended {status}: see its steps' logs")
+    return str(pipe.id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset-id", required=True)
+    parser.add_argument("--eval-dataset-id", required=True)
+    parser.add_argument("--project", default=PROJECT)
+    parser.add_argument("--queue", default=None, help="run the steps through agents on this queue")
+    args = parser.parse_args(argv)
+    print(run(args.dataset_id, args.eval_dataset_id, args.project, args.queue))
+
+
+if __name__ == "__main__":
+    main()
