@@ -1,8 +1,11 @@
 """``make demo``: the loop on the embedded local ClearML server, no cluster needed.
 
-Stage 1 (this issue): start the local server, cut the occupancy data into one labeled CSV per day
-(as a labeling tool would deliver them), make one dataset version per labeling round (each a child
-of the previous one, tagged with its day), and print what every version added, changed and removed.
+Stage 1: start the local server, cut the training week into one labeled CSV per day (as a labeling
+tool would deliver them), make one dataset version per labeling round (each a child of the previous
+one, tagged with its day) and print what every version added, changed and removed. ``datatest.txt``
+becomes the fixed evaluation set of the gate.
+Stage 2: the retraining pipeline (preprocess → train → evaluate + gate) runs on the latest version,
+its steps executed by a real clearml-agent; the first model clears the floor and becomes champion.
 """
 
 from __future__ import annotations
@@ -11,19 +14,25 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from services.labeling.sync import VersionReport, sync_folder
 from services.local_server import local_server
-from training.data import load_all, locate_occupancy_data, split_by_day
+from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
 
 PROJECT = "Occupancy"
 DATASET = "room-sensors"
+EVAL_DATASET = "room-sensors-eval"
+QUEUE = "training"
 
 
 def _human(n: int) -> str:
@@ -74,9 +83,104 @@ def versions_table(reports: list[VersionReport]) -> Table:
     return table
 
 
+@dataclass
+class DemoResult:
+    versions: list[VersionReport]
+    eval_dataset_id: str
+    verdict: dict[str, Any] | None = None  # the gate's verdict on the first trained model
+
+
+def _clearml_env(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
+    config = workdir / "clearml.conf"
+    # report from a thread: with the SDK's forked reporter, Task.close() waits ~10 s (or hangs)
+    config.write_text("sdk { development { report_use_subprocess: false } }\n")
+    return {
+        **server_env,
+        "CLEARML_DEFAULT_OUTPUT_URI": f"file://{(workdir / 'storage').resolve()}",
+        "CLEARML_CACHE_DIR": str((workdir / "cache").resolve()),
+        "CLEARML_CONFIG_FILE": str(config.resolve()),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+
+
+def _train_first_champion(
+    workdir: Path, env: dict[str, str], dataset_id: str, eval_id: str
+) -> dict[str, Any]:
+    """Stage 2: the retraining pipeline, its steps run by a clearml-agent, publishes the first model."""
+    from clearml.backend_api.session.client import APIClient
+
+    api = APIClient()
+    if not api.queues.get_all(name=f"^{QUEUE}$"):
+        api.queues.create(name=QUEUE)
+    agent_env = {
+        **os.environ,
+        **env,
+        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
+        "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
+        "CLEARML_WORKER_ID": "demo-agent",
+    }
+    log = (workdir / "agent.log").open("w")
+    agent = subprocess.Popen(
+        [str(Path(sys.executable).parent / "clearml-agent"), "daemon", "--queue", QUEUE, "--foreground"],
+        env=agent_env,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.pipeline",
+                "--dataset-id",
+                dataset_id,
+                "--eval-dataset-id",
+                eval_id,
+                "--project",
+                PROJECT,
+                "--queue",
+                QUEUE,
+            ],
+            env={**os.environ, **env},
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(agent.pid, signal.SIGKILL)
+        log.close()
+    (workdir / "pipeline.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the retraining pipeline failed; see {workdir / 'pipeline.log'} and agent.log")
+    # the verdict lives in the model registry, where the gate wrote it
+    for model in api.models.get_all(
+        only_fields=["id", "ready", "metadata", "created"], order_by=["-created"]
+    ):
+        meta = {k: v["value"] for k, v in (model.metadata or {}).items()}
+        if meta.get("dataset_id") == dataset_id and "gate_verdict" in meta:
+            return {
+                "model_id": model.id,
+                "published": bool(model.ready),
+                "reason": meta.get("gate_reason", ""),
+                "accuracy": float(meta.get("eval_accuracy", "nan")),
+            }
+    raise RuntimeError(f"no gated model for dataset {dataset_id}; see {workdir / 'pipeline.log'}")
+
+
 def run_demo(
-    workdir: Path, data: Path | None = None, days: int | None = None, console: Console | None = None
-) -> list[VersionReport]:
+    workdir: Path,
+    data: Path | None = None,
+    days: int | None = None,
+    console: Console | None = None,
+    train: bool = True,
+) -> DemoResult:
     console = console or Console(file=sys.stdout, width=max(Console().width, 132))
     logging.getLogger("clearml").setLevel(logging.WARNING)
     source = locate_occupancy_data(data)
@@ -85,7 +189,8 @@ def run_demo(
         shutil.rmtree(workdir)
     (workdir / "storage").mkdir(parents=True)
 
-    frame = load_all(source)
+    # the labeling stream is the training week; datatest.txt is the fixed evaluation set of the gate
+    frame = load_occupancy_file(source / "datatraining.txt")
     daily = split_by_day(frame, workdir / "daily")
     if days:
         daily = daily[:days]
@@ -93,27 +198,40 @@ def run_demo(
 
     server = local_server(workdir / "server")
     with server:
-        os.environ.update(server.env)
-        os.environ["CLEARML_DEFAULT_OUTPUT_URI"] = f"file://{(workdir / 'storage').resolve()}"
-        os.environ.setdefault("CLEARML_CACHE_DIR", str((workdir / "cache").resolve()))
-        os.environ.setdefault("CLEARML_CONFIG_FILE", str((workdir / "clearml.conf").resolve()))
+        env = _clearml_env(workdir, server.env)
+        os.environ.update(env)
         console.print(f"Local ClearML server at {server.settings.base_url} (state in {workdir / 'server'})")
 
         labeled = workdir / "labeled"
         labeled.mkdir()
+        evaluation = workdir / "evaluation"
+        evaluation.mkdir()
+        shutil.copy2(source / "datatest.txt", evaluation / "datatest.txt")
         reports = []
         sdk_log = workdir / "clearml-sdk.log"
         with console.status("creating dataset versions") as status, _quiet(sdk_log):
+            eval_id = sync_folder(evaluation, PROJECT, EVAL_DATASET, tags=["evaluation"]).dataset_id
             for i, day_file in enumerate(daily, 1):
                 status.update(f"labeling round {i}/{len(daily)}: {day_file.stem}")
                 shutil.copy2(day_file, labeled / day_file.name)
                 reports.append(sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}"]))
         console.print(f"[dim]ClearML SDK output: {sdk_log}[/dim]")
         console.print(versions_table(reports))
+        result = DemoResult(reports, eval_id)
+        if train:
+            with console.status("retraining pipeline on the latest version: steps run by a clearml-agent"):
+                result.verdict = _train_first_champion(workdir, env, reports[-1].dataset_id, eval_id)
+            v = result.verdict
+            console.print(
+                f"Model {v['model_id'][:8]} trained on version {reports[-1].dataset_id[:8]}: accuracy "
+                f"{v['accuracy']:.2%} on the evaluation set ({EVAL_DATASET}) → "
+                + ("[green]published, champion[/green]" if v["published"] else "[red]rejected[/red]")
+                + f" ({v['reason']})"
+            )
     command = Path(sys.executable).parent / "occupancy-mlops"
     with contextlib.suppress(ValueError):
         command = command.relative_to(Path.cwd())
     console.print(
         f"Inspect the state again with: [bold]{command} local-server --data {workdir / 'server'}[/bold]"
     )
-    return reports
+    return result
