@@ -20,6 +20,7 @@ from training.evaluate import GateDecision, GatePolicy, Metrics, compute_metrics
 
 CHAMPION_TAG = "champion"
 REJECTED_TAG = "rejected"
+RETIRED_TAG = "former-champion"
 
 
 def find_champion(project: str, model_name: str, exclude: str | None = None) -> Any | None:
@@ -68,7 +69,9 @@ def gate(
         challenger.publish()
         challenger.tags = sorted({*challenger.tags, CHAMPION_TAG} - {REJECTED_TAG})
         if champion is not None:
-            champion.tags = [t for t in champion.tags if t != CHAMPION_TAG]
+            # the SDK ignores an empty tag list (``tags or self.data.tags``), so the former champion
+            # always gets a tag of its own; it stays published, for the record and a rollback
+            champion.tags = sorted({*champion.tags, RETIRED_TAG} - {CHAMPION_TAG})
     else:
         challenger.tags = sorted({*challenger.tags, REJECTED_TAG})
     return decision
