@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from occupancy_mlops.agent import local_agent
 from services.labeling.sync import VersionReport, sync_folder
 from services.local_server import local_server
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
@@ -112,23 +112,7 @@ def _train_first_champion(
     api = APIClient()
     if not api.queues.get_all(name=f"^{QUEUE}$"):
         api.queues.create(name=QUEUE)
-    agent_env = {
-        **os.environ,
-        **env,
-        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
-        "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
-        "CLEARML_WORKER_ID": "demo-agent",
-    }
-    log = (workdir / "agent.log").open("w")
-    agent = subprocess.Popen(
-        [str(Path(sys.executable).parent / "clearml-agent"), "daemon", "--queue", QUEUE, "--foreground"],
-        env=agent_env,
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with local_agent(QUEUE, env, workdir, "demo-agent"):
         proc = subprocess.run(
             [
                 sys.executable,
@@ -149,13 +133,6 @@ def _train_first_champion(
             text=True,
             timeout=900,
         )
-    finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        try:
-            agent.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
-        log.close()
     (workdir / "pipeline.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"the retraining pipeline failed; see {workdir / 'pipeline.log'} and agent.log")

@@ -4,13 +4,12 @@ clearml-agent daemon on a queue, against the local server."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+from occupancy_mlops.agent import local_agent
 from tests.conftest import api_client, run_python
 from tests.training.test_task import MAKE_DATASETS
 
@@ -25,22 +24,7 @@ def test_pipeline_steps_run_through_an_agent_and_publish_the_first_model(clearml
     queue = f"steps-{uuid.uuid4().hex[:6]}"
     api = api_client(clearml_env)
     api.queues.create(name=queue)
-    agent_env = dict(
-        clearml_env,
-        CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL="1",
-        CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=sys.executable,
-        CLEARML_WORKER_ID=f"w-{queue}",
-    )
-    log = Path(clearml_env["HOME"]) / "agent.log"
-    agent = subprocess.Popen(
-        [str(Path(sys.executable).parent / "clearml-agent"), "daemon", "--queue", queue, "--foreground"],
-        env=agent_env,
-        cwd=clearml_env["HOME"],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with local_agent(queue, clearml_env, Path(clearml_env["HOME"]), f"w-{queue}") as log:
         proc = subprocess.run(
             [
                 sys.executable,
@@ -61,12 +45,6 @@ def test_pipeline_steps_run_through_an_agent_and_publish_the_first_model(clearml
             text=True,
             timeout=400,
         )
-    finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log.read_text()[-3000:]
     controller_id = proc.stdout.strip().splitlines()[-1]
     steps = [

@@ -4,9 +4,6 @@ dataset id and executed by a clearml-agent daemon."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from occupancy_mlops.agent import local_agent
 from tests.conftest import api_client, run_python
 
 MAKE_DATASETS = """
@@ -105,38 +103,12 @@ def test_tracked_training_then_clone_run_by_an_agent(clearml_env, datasets):
         .strip()
         .splitlines()[-1]
     )
-    agent_env = dict(
-        clearml_env,
-        CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL="1",
-        CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=sys.executable,
-        CLEARML_WORKER_ID=f"w-{queue}",
-    )
-    log = Path(clearml_env["HOME"]) / "agent.log"
-    agent = subprocess.Popen(
-        [
-            shutil.which("clearml-agent", path=os.path.dirname(sys.executable)) or "clearml-agent",
-            "daemon",
-            "--queue",
-            queue,
-            "--foreground",
-        ],
-        env=agent_env,
-        cwd=clearml_env["HOME"],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    home = Path(clearml_env["HOME"])
+    with local_agent(queue, clearml_env, home, f"w-{queue}") as log:
         deadline = time.monotonic() + 240
         while str(api.tasks.get_by_id(task=clone).status) not in ("completed", "failed", "stopped"):
             assert time.monotonic() < deadline, log.read_text()[-5000:]
             time.sleep(1)
-    finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
     done = api.tasks.get_by_id(task=clone)
     assert str(done.status) == "completed", log.read_text()[-5000:]
     [ref] = done.models.output
