@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from clearml.backend_api import Session
 from clearml.backend_api.session.client import APIClient
 
@@ -58,6 +59,17 @@ def client_env(srv: LocalServer, home: Path) -> dict[str, str]:
 @pytest.fixture
 def clearml_env(server: LocalServer, tmp_path: Path) -> dict[str, str]:
     return client_env(server, tmp_path / "client")
+
+
+def login_token(srv: LocalServer) -> str:
+    """A bearer token from ``auth.login`` with the server's own credentials."""
+    res = requests.get(
+        f"{srv.settings.base_url}/v2.31/auth.login",
+        auth=(srv.settings.access_key, srv.settings.secret_key),
+        timeout=10,
+    )
+    res.raise_for_status()
+    return str(res.json()["data"]["token"])
 
 
 def api_client(env: dict[str, str]) -> APIClient:

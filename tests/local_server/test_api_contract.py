@@ -7,18 +7,13 @@ import pytest
 import requests
 
 from services.local_server import LocalServer
+from tests.conftest import login_token
 
 
 class Api:
     def __init__(self, srv: LocalServer) -> None:
         self.base = srv.settings.base_url
-        login = requests.get(
-            f"{self.base}/v2.31/auth.login",
-            auth=(srv.settings.access_key, srv.settings.secret_key),
-            timeout=10,
-        )
-        login.raise_for_status()
-        self.token = login.json()["data"]["token"]
+        self.token = login_token(srv)
 
     def call(self, endpoint: str, body: object = None, raw: str | None = None) -> requests.Response:
         return requests.post(

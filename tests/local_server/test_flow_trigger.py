@@ -38,7 +38,7 @@ import pytest
 import requests
 
 from services.local_server import LocalServer
-from tests.conftest import run_python
+from tests.conftest import login_token, run_python
 
 DEADLINE = 90.0  # seconds any single wait may take before the test fails
 
@@ -189,13 +189,7 @@ class Api:
 
     def __init__(self, srv: LocalServer) -> None:
         self.base = srv.settings.base_url
-        login = requests.get(
-            f"{self.base}/v2.31/auth.login",
-            auth=(srv.settings.access_key, srv.settings.secret_key),
-            timeout=10,
-        )
-        login.raise_for_status()
-        self.token = login.json()["data"]["token"]
+        self.token = login_token(srv)
 
     def __call__(self, endpoint: str, **body: Any) -> dict[str, Any]:
         res = requests.post(
