@@ -97,8 +97,8 @@ def train_model(
         raise ValueError("the training data holds only one class: nothing to learn")
     configure_tensorflow()
     # features over the whole frame first (they look back within segments only), then split
-    features = make_features(frame.sort_values(TIME_COLUMN, kind="stable"), schema)
     ordered = frame.sort_values(TIME_COLUMN, kind="stable")
+    features = make_features(ordered, schema)
     train_part, val_part = time_split(ordered, config.VALIDATION_FRACTION)
     x_train, y_train = features.loc[train_part.index].to_numpy(), train_part[LABEL_COLUMN].to_numpy()
     x_val, y_val = features.loc[val_part.index].to_numpy(), val_part[LABEL_COLUMN].to_numpy()

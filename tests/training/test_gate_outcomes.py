@@ -59,6 +59,9 @@ def model_folders(tmp_path_factory, occupancy_dir) -> dict[str, str]:
     folders = {}
     for name, (data, overrides) in plans.items():
         trained = train_model(data, TrainingConfig.from_mapping(overrides))
+        if name == "corrupt":
+            # judged on its own (swapped) labels it looks excellent: only a fixed evaluation set tells
+            assert trained.validation.accuracy > 0.97
         folders[name] = str(trained.save(root / name))
     return folders
 
