@@ -10,10 +10,15 @@ modules (installed in the agents' interpreter) and hand data on as artifacts.
 # step's generated script, below its own lines, where a __future__ import is a syntax error.
 import argparse
 import json
+import os
 from typing import Any
 
 PIPELINE_NAME = "occupancy retraining"
 PROJECT = "Occupancy"
+TEMPLATE_TAG = "retrain-template"
+"""Tag of the draft controller task that the trigger scheduler clones once per dataset version."""
+ENTRY_POINT = "-m training.pipeline"
+"""What an agent runs for a cloned controller (the project is installed in the agent's interpreter)."""
 
 
 def preprocess_step(dataset_id: str, eval_dataset_id: str) -> tuple[Any, Any]:
@@ -76,6 +81,7 @@ def build(
     pipe.add_parameter("dataset_id", dataset_id, "dataset version to train on")
     pipe.add_parameter("eval_dataset_id", eval_dataset_id, "the fixed evaluation set of the gate")
     pipe.add_parameter("overrides", "{}", "JSON object of training settings (training/config.py)")
+    pipe.add_parameter("project", project, "project whose published champion the gate compares with")
     if queue:
         pipe.set_default_execution_queue(queue)
     pipe.add_function_step(
@@ -110,7 +116,7 @@ def build(
             "model_id": "${train.model_id}",
             "eval_frame": "${preprocess.eval_frame}",
             "overrides": "${pipeline.overrides}",
-            "project": project,
+            "project": "${pipeline.project}",
         },
         function_return=["verdict"],
         cache_executed_step=False,
@@ -130,13 +136,63 @@ def run(dataset_id: str, eval_dataset_id: str, project: str = PROJECT, queue: st
     return str(pipe.id)
 
 
+def register(project: str, queue: str, eval_dataset_id: str = "") -> str:
+    """Store the pipeline as a draft controller task (the template) whose steps run on ``queue``.
+
+    Clone it, set ``Args/dataset_id`` and enqueue the clone on a controller queue: an agent there runs
+    ``python -m training.pipeline``, which drives the steps through agents on ``queue``.
+    Call it in a process of its own (it creates the process's ClearML task); returns the template id.
+    """
+    from clearml.backend_api.session.client import APIClient
+
+    pipe = build(project, queue, "", eval_dataset_id)
+    pipe.create_draft()
+    template_id = str(pipe.id)
+    api = APIClient()
+    task = api.tasks.get_by_id(task=template_id)
+    api.tasks.edit(
+        task=template_id,
+        force=True,
+        tags=sorted({*(task.tags or []), TEMPLATE_TAG}),
+        script={
+            "entry_point": ENTRY_POINT,
+            "working_dir": ".",
+            "repository": "",
+            "diff": "",
+            "binary": "python3",
+        },
+    )
+    return template_id
+
+
+def run_as_agent_task() -> None:
+    """The controller's body when an agent runs a cloned template: parameters come from the task."""
+    pipe = build()
+    pipe.start()  # under an agent: runs the DAG here, steps go to the template's queue
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None and os.environ.get("CLEARML_TASK_ID"):
+        run_as_agent_task()  # an agent executes a cloned template
+        return
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset-id", required=True)
-    parser.add_argument("--eval-dataset-id", required=True)
+    parser.add_argument("--dataset-id", default="")
+    parser.add_argument("--eval-dataset-id", default="")
     parser.add_argument("--project", default=PROJECT)
     parser.add_argument("--queue", default=None, help="run the steps through agents on this queue")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="store the pipeline as a draft template for the scheduler (steps on --queue) and print its id",
+    )
     args = parser.parse_args(argv)
+    if args.register:
+        if not args.queue:
+            parser.error("--register needs --queue: where the steps of a launched pipeline run")
+        print(register(args.project, args.queue, args.eval_dataset_id))
+        return
+    if not args.dataset_id or not args.eval_dataset_id:
+        parser.error("--dataset-id and --eval-dataset-id are required to run the pipeline")
     print(run(args.dataset_id, args.eval_dataset_id, args.project, args.queue))
 
 
