@@ -1,56 +1,85 @@
 """The "upload" button: a labeled folder becomes the next dataset version (parent → child).
 
-Only the version's metadata is fetched, never its files; ClearML hashes the folder, recognises
-unchanged files and uploads only what changed.
+1. Every done file of the folder (see :mod:`services.labeling.files`) is validated first; a bad
+   file is refused with an error naming file, line and column before anything is created.
+2. The latest finalized version's metadata (never its files) is read; when every file is already
+   in it with the same content, nothing is created and the report says so.
+3. Otherwise ``Dataset.get(..., auto_create=True, writable_copy=True)`` opens a child version,
+   ``add_files(path=folder)`` adds the folder (ClearML hashes it, recognises unchanged files and
+   uploads only the changed ones), the preview is logged, and the version is finalized. A failure
+   on the way deletes the unfinished version: nothing half-written is left behind.
+
+Files deleted from the folder stay in the dataset unless ``mirror`` is set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import contextlib
+from pathlib import Path, PurePosixPath
+
+from services.labeling.files import DONE_SUFFIXES, done_files, has_hidden_matches, sha256_of
+from services.labeling.previews import PREVIEW_FILES
+from services.labeling.versions import (
+    VersionReport,
+    discard_version,
+    file_hashes,
+    finalize_or_discard,
+    latest_version,
+    open_child,
+)
+from training.data import load_labeled
+
+__all__ = ["NoLabeledFilesError", "VersionReport", "sync_folder"]
 
 
-@dataclass
-class VersionReport:
-    """What one sync produced."""
-
-    dataset_id: str
-    parent_id: str | None
-    added: list[str] = field(default_factory=list)
-    modified: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    delta_bytes: int = 0
-    total_bytes: int = 0
-    total_files: int = 0
-    tags: list[str] = field(default_factory=list)
+class NoLabeledFilesError(FileNotFoundError):
+    pass
 
 
-def sync_folder(folder: Path, project: str, name: str, tags: list[str] | None = None) -> VersionReport:
-    """Create the next version of ``project/name`` holding ``folder``, finalize and upload it."""
-    from clearml import Dataset
+def sync_folder(
+    folder: Path,
+    project: str,
+    name: str,
+    tags: list[str] | None = None,
+    mirror: bool = False,
+    preview_files: int = PREVIEW_FILES,
+    show_progress: bool = False,
+) -> VersionReport:
+    """Make the next version of ``project/name`` hold ``folder``; finalize it with its upload.
 
-    if not folder.is_dir():
-        raise NotADirectoryError(f"labeled folder {folder} does not exist")
-    dataset = Dataset.get(dataset_project=project, dataset_name=name, auto_create=True, writable_copy=True)
-    parents = dataset._get_parents()
-    parent = parents[-1] if parents else None
-    dataset.add_files(path=str(folder), verbose=False)
-    if tags:
-        dataset.add_tags(tags)
-    dataset.upload(show_progress=False, verbose=False)
-    dataset.finalize()
-    entries = dataset.file_entries_dict
-    added = sorted(dataset.list_added_files(parent)) if parent else sorted(entries)
-    modified = sorted(dataset.list_modified_files(parent)) if parent else []
-    removed = sorted(dataset.list_removed_files(parent)) if parent else []
-    return VersionReport(
-        dataset_id=dataset.id,
-        parent_id=parent,
-        added=added,
-        modified=modified,
-        removed=removed,
-        delta_bytes=sum(entries[p].size or 0 for p in [*added, *modified] if p in entries),
-        total_bytes=sum(e.size or 0 for e in entries.values()),
-        total_files=len(entries),
-        tags=sorted(tags or []),
-    )
+    Raises :class:`training.data.DataValidationError` (file, line, column of every problem) or
+    :class:`NoLabeledFilesError` before anything is created on the server.
+    """
+    files = done_files(folder)
+    if not files:
+        raise NoLabeledFilesError(
+            f"no labeled files ({', '.join('*' + s for s in DONE_SUFFIXES)}) in {folder}"
+        )
+    load_labeled(list(files.values()))  # validation of every file, all problems at once
+
+    latest = latest_version(project, name)
+    known = file_hashes(latest)
+    local = {rel: sha256_of(path) for rel, path in files.items()}
+    unchanged = all(known.get(rel) == digest for rel, digest in local.items())
+    if latest is not None and unchanged and (not mirror or set(known) <= set(local)):
+        return VersionReport(dataset_id=str(latest.id), parent_id=None, created=False)
+
+    version = open_child(project, name)
+    try:
+        dataset = version.dataset
+        if mirror:
+            for rel in sorted(set(version.base) - set(files)):
+                dataset.remove_files(dataset_path=rel, recursive=False)
+        if has_hidden_matches(folder):  # add the done files one by one, never a hidden one
+            for rel, path in files.items():
+                parent = PurePosixPath(rel).parent.as_posix()
+                dataset.add_files(path=path, dataset_path=None if parent == "." else parent)
+        else:
+            dataset.add_files(path=folder, wildcard=[f"*{s}" for s in DONE_SUFFIXES], verbose=False)
+        dataset.upload(show_progress=show_progress, verbose=False, preview=False)
+        return finalize_or_discard(version, files, sorted(set(tags or [])), preview_files)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the original error matters more than a cleanup failure
+            if not version.dataset.is_final():
+                discard_version(version.id, version.dataset)
+        raise
