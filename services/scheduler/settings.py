@@ -47,7 +47,7 @@ class SchedulerSettings(BaseModel):
     """Parameter of the template that receives the dataset version id (``section/name``)."""
     parameters: dict[str, str] = Field(default_factory=dict)
     """Further parameters set on every launched run, e.g. ``{"Args/eval_dataset_id": "..."}``."""
-    poll_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    poll_interval_seconds: float = Field(3.0, gt=0, le=3600)
     lookback_hours: float = Field(168.0, gt=0)
     """Versions whose last update is older than this are not considered (bounds every poll)."""
     max_versions_per_poll: int = Field(200, ge=1, le=10_000)

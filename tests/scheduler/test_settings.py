@@ -9,7 +9,7 @@ from services.scheduler.settings import ConfigError, load_settings
 
 def test_defaults_then_file_then_environment(tmp_path):
     assert load_settings(environ={}).tags == ["Production"]
-    assert load_settings(environ={}).poll_interval_seconds == 5.0
+    assert load_settings(environ={}).poll_interval_seconds == 3.0
     path = tmp_path / "scheduler.yaml"
     path.write_text("project: Rooms\ntags: [Production, checked]\npoll_interval_seconds: 2\n")
     settings = load_settings(path, environ={"OCCUPANCY_SCHEDULER_POLL_INTERVAL_SECONDS": "0.5"})
