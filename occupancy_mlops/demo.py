@@ -6,6 +6,10 @@ one, tagged with its day) and print what every version added, changed and remove
 becomes the fixed evaluation set of the gate.
 Stage 2: the retraining pipeline (preprocess → train → evaluate + gate) runs on the latest version,
 its steps executed by a real clearml-agent; the first model clears the floor and becomes champion.
+Stage 3: the automatic loop. The trigger scheduler and two agents (pipeline controllers on
+``services``, steps on ``training``) start; the last days arrive as labeling rounds tagged
+``Production``; each new version is retrained without anyone asking, and the demo prints the
+timeline per version: labeled → finalized → retrain queued → model published or rejected.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from occupancy_mlops.agent import local_agent
+from occupancy_mlops.local_stack import scheduler_process
+from occupancy_mlops.timeline import VersionTimeline, read_timeline, timeline_table
 from services.labeling.sync import VersionReport, sync_folder
 from services.local_server import local_server
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
@@ -33,6 +41,9 @@ PROJECT = "Occupancy"
 DATASET = "room-sensors"
 EVAL_DATASET = "room-sensors-eval"
 QUEUE = "training"
+CONTROLLER_QUEUE = "services"
+PRODUCTION = "Production"
+RETRAIN_TIMEOUT = 900.0  # seconds the demo waits for the automatic retrains
 
 
 def _human(n: int) -> str:
@@ -88,6 +99,7 @@ class DemoResult:
     versions: list[VersionReport]
     eval_dataset_id: str
     verdict: dict[str, Any] | None = None  # the gate's verdict on the first trained model
+    timeline: list[VersionTimeline] = field(default_factory=list)  # stage 3, every version
 
 
 def _clearml_env(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
@@ -110,8 +122,7 @@ def _train_first_champion(
     from clearml.backend_api.session.client import APIClient
 
     api = APIClient()
-    if not api.queues.get_all(name=f"^{QUEUE}$"):
-        api.queues.create(name=QUEUE)
+    _ensure_queue(QUEUE)
     with local_agent(QUEUE, env, workdir, "demo-agent"):
         proc = subprocess.run(
             [
@@ -151,12 +162,87 @@ def _train_first_champion(
     raise RuntimeError(f"no gated model for dataset {dataset_id}; see {workdir / 'pipeline.log'}")
 
 
+def _ensure_queue(name: str) -> None:
+    from clearml.backend_api.session.client import APIClient
+
+    api = APIClient()
+    if not api.queues.get_all(name=f"^{name}$"):
+        api.queues.create(name=name)
+
+
+def _automatic_retrains(
+    workdir: Path,
+    env: dict[str, str],
+    later: list[Path],
+    labeled: Path,
+    eval_id: str,
+    console: Console,
+    sdk_log: Path,
+) -> tuple[list[VersionReport], list[VersionTimeline]]:
+    """Stage 3: the scheduler and agents run; each later day is a Production labeling round."""
+    from services.scheduler.api import ClearmlApi
+
+    for queue in (CONTROLLER_QUEUE, QUEUE):
+        _ensure_queue(queue)
+    settings = {
+        "project": PROJECT,
+        "tags": [PRODUCTION],
+        "queue": CONTROLLER_QUEUE,
+        "steps_queue": QUEUE,
+        "parameters": {"Args/eval_dataset_id": eval_id},
+        "poll_interval_seconds": 1.0,
+    }
+    api = ClearmlApi()
+    reports: list[VersionReport] = []
+    labeled_at: dict[str, datetime] = {}
+    with (
+        console.status("starting the trigger scheduler (it registers the pipeline template)") as status,
+        scheduler_process(env, settings, workdir / "scheduler.log") as scheduler,
+        local_agent(CONTROLLER_QUEUE, env, workdir, "demo-controllers"),
+        local_agent(QUEUE, env, workdir, "demo-agent"),
+    ):
+        console.print(
+            f"Trigger scheduler watching {PROJECT} for versions tagged {PRODUCTION} "
+            f"(metrics: {scheduler.url}/metrics); agents on {CONTROLLER_QUEUE} and {QUEUE}."
+        )
+        for i, day_file in enumerate(later, 1):
+            status.update(f"labeling round {i}/{len(later)}: {day_file.stem} (tagged {PRODUCTION})")
+            shutil.copy2(day_file, labeled / day_file.name)
+            done = datetime.now(UTC)
+            with _quiet(sdk_log):
+                report = sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}", PRODUCTION])
+            reports.append(report)
+            labeled_at[report.dataset_id] = done
+        ids = [r.dataset_id for r in reports]
+        deadline = time.monotonic() + RETRAIN_TIMEOUT
+        while True:
+            rows = read_timeline(api, PROJECT, DATASET, ids=ids, last=len(ids))
+            settled = [r for r in rows if r.run_status in ("completed", "failed", "stopped")]
+            status.update(
+                f"automatic retrains: {len(settled)}/{len(ids)} decided "
+                + " · ".join(f"{r.dataset_id[:8]} {r.run_status or 'waiting'}" for r in rows)
+            )
+            if len(settled) == len(ids):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the automatic retrains did not finish within {RETRAIN_TIMEOUT:.0f} s; see "
+                    f"{workdir / 'scheduler.log'} and the agent logs in {workdir}"
+                )
+            time.sleep(2)
+    rows = read_timeline(api, PROJECT, DATASET, last=100)
+    for row in rows:
+        row.labeled = labeled_at.get(row.dataset_id)
+    return reports, rows
+
+
 def run_demo(
     workdir: Path,
     data: Path | None = None,
     days: int | None = None,
     console: Console | None = None,
     train: bool = True,
+    retrain_days: int = 2,
 ) -> DemoResult:
     console = console or Console(file=sys.stdout, width=max(Console().width, 132))
     logging.getLogger("clearml").setLevel(logging.WARNING)
@@ -171,6 +257,9 @@ def run_demo(
     daily = split_by_day(frame, workdir / "daily")
     if days:
         daily = daily[:days]
+    # the last days arrive once the loop runs (stage 3); the first model needs at least one day
+    retrain_days = min(retrain_days, len(daily) - 1) if train else 0
+    seed, later = daily[: len(daily) - retrain_days], daily[len(daily) - retrain_days :]
     console.print(f"Read {len(frame):,} readings from {source}: {len(daily)} days of labeled data.")
 
     server = local_server(workdir / "server")
@@ -188,8 +277,8 @@ def run_demo(
         sdk_log = workdir / "clearml-sdk.log"
         with console.status("creating dataset versions") as status, _quiet(sdk_log):
             eval_id = sync_folder(evaluation, PROJECT, EVAL_DATASET, tags=["evaluation"]).dataset_id
-            for i, day_file in enumerate(daily, 1):
-                status.update(f"labeling round {i}/{len(daily)}: {day_file.stem}")
+            for i, day_file in enumerate(seed, 1):
+                status.update(f"labeling round {i}/{len(seed)}: {day_file.stem}")
                 shutil.copy2(day_file, labeled / day_file.name)
                 reports.append(sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}"]))
         console.print(f"[dim]ClearML SDK output: {sdk_log}[/dim]")
@@ -204,6 +293,20 @@ def run_demo(
                 f"{v['accuracy']:.2%} on the evaluation set ({EVAL_DATASET}) → "
                 + ("[green]published, champion[/green]" if v["published"] else "[red]rejected[/red]")
                 + f" ({v['reason']})"
+            )
+        if later:
+            console.print(
+                f"Now the loop runs by itself: {len(later)} more day(s) arrive as labeling rounds tagged "
+                f"{PRODUCTION}."
+            )
+            new_reports, result.timeline = _automatic_retrains(
+                workdir, env, later, labeled, eval_id, console, sdk_log
+            )
+            result.versions += new_reports
+            console.print(timeline_table(result.timeline, f"The loop, per version of {PROJECT}/{DATASET}"))
+            console.print(
+                "[dim]Times after each version was finalized; a version without the Production tag is "
+                "not launched.[/dim]"
             )
     command = Path(sys.executable).parent / "occupancy-mlops"
     with contextlib.suppress(ValueError):

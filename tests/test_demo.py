@@ -1,4 +1,6 @@
-"""`make demo`, first stage: one dataset version per day of labeled data, parent → child."""
+"""`make demo`: dataset versions per labeling round (stage 1), the first champion through an agent
+(stage 2), then a Production round retrained by the scheduler and agents without anyone asking
+(stage 3)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from rich.console import Console
 from occupancy_mlops.demo import run_demo
 
 
-def test_demo_versions_then_first_champion_through_an_agent(tmp_path, occupancy_dir, monkeypatch):
+def test_demo_versions_first_champion_then_an_automatic_retrain(tmp_path, occupancy_dir, monkeypatch):
     monkeypatch.setattr("os.environ", {**os.environ, "HOME": str(tmp_path / "home")})  # demo sets CLEARML_*
     out = io.StringIO()
-    result = run_demo(tmp_path / "demo", occupancy_dir, days=3, console=Console(file=out, width=200))
+    result = run_demo(
+        tmp_path / "demo", occupancy_dir, days=3, retrain_days=1, console=Console(file=out, width=200)
+    )
     reports = result.versions
     assert len(reports) == 3
     assert reports[0].parent_id is None
@@ -29,6 +33,18 @@ def test_demo_versions_then_first_champion_through_an_agent(tmp_path, occupancy_
     assert "Dataset versions of Occupancy/room-sensors" in text
     assert reports[2].dataset_id[:8] in text
     assert "published, champion" in text
+
+    # stage 3: the third day arrived tagged Production and was retrained by itself
+    assert "Production" in reports[2].tags and "Production" not in reports[1].tags
+    rows = {r.dataset_id: r for r in result.timeline}
+    auto = rows[reports[2].dataset_id]
+    assert auto.run_status == "completed", auto
+    assert auto.verdict in ("published", "rejected") and auto.accuracy is not None
+    assert auto.champion_accuracy is not None, "the challenger was compared with the published champion"
+    assert auto.finalized and auto.launched and auto.decided
+    assert auto.finalized <= auto.launched <= auto.decided
+    assert rows[reports[1].dataset_id].run_id is None, "an untagged version is not launched"
+    assert "The loop, per version of Occupancy/room-sensors" in text
 
 
 def test_demo_names_a_missing_data_folder(tmp_path):

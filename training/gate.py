@@ -9,6 +9,8 @@ comment and metadata.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,39 @@ RETIRED_TAG = "former-champion"
 
 
 def find_champion(project: str, model_name: str, exclude: str | None = None) -> Any | None:
+    """The newest published ``champion`` model named ``model_name`` in ``project`` or any of its
+    sub-projects, hidden ones included: pipeline steps register their models under
+    ``<project>/.pipelines/<pipeline>``, where ``Model.query_models(project_name=...)`` does not look."""
     from clearml import Model
+    from clearml.backend_api import Session
+    from clearml.backend_api.session.client import APIClient
 
-    for model in Model.query_models(
-        project_name=project, model_name=model_name, tags=[CHAMPION_TAG], only_published=True, max_results=5
-    ):
-        if model.id != exclude:
-            return model
+    session: Session = APIClient().session
+    projects = session.send_request(
+        "projects",
+        "get_all",
+        json={"name": f"^{re.escape(project)}(/|$)", "search_hidden": True, "only_fields": ["id"]},
+    ).json()["data"]["projects"]
+    if not projects:
+        return None
+    models = session.send_request(
+        "models",
+        "get_all",
+        json={
+            "project": [p["id"] for p in projects],
+            "name": f"^{re.escape(model_name)}$",
+            "tags": [CHAMPION_TAG],
+            "system_tags": ["-archived"],
+            "ready": True,
+            "order_by": ["-created"],
+            "page": 0,
+            "page_size": 5,
+            "only_fields": ["id"],
+        },
+    ).json()["data"]["models"]
+    for found in models:
+        if found["id"] != exclude:
+            return Model(model_id=found["id"])
     return None
 
 
@@ -45,6 +73,8 @@ def score(bundle: ModelBundle, frame: pd.DataFrame) -> Metrics:
 
 
 def _set_metadata(model: Any, decision: GateDecision) -> None:
+    decided = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    model.set_metadata("gate_decided_at", decided, "str")
     model.set_metadata("gate_verdict", "published" if decision.publish else "rejected", "str")
     model.set_metadata("gate_reason", decision.reason, "str")
     model.set_metadata("eval_accuracy", f"{decision.challenger.accuracy:.6f}", "float")

@@ -1,0 +1,85 @@
+"""The loop's long-running services as child processes on this machine, for the demo, the loop
+benchmark and tests: the trigger scheduler (``python -m services.scheduler run``), as its pod runs it.
+Agents: :func:`occupancy_mlops.agent.local_agent`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_LISTENING = re.compile(r"metrics on (http://[^\s/]+)/metrics")
+
+
+@dataclass
+class RunningScheduler:
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+
+def scheduler_env(settings: dict[str, Any]) -> dict[str, str]:
+    """``OCCUPANCY_SCHEDULER_*`` variables for ``settings`` (lists comma-separated, mappings as JSON)."""
+    env = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            text = json.dumps(value)
+        elif isinstance(value, list | tuple):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        env[f"OCCUPANCY_SCHEDULER_{key.upper()}"] = text
+    return env
+
+
+@contextmanager
+def scheduler_process(
+    env: dict[str, str], settings: dict[str, Any], log: Path, start_timeout: float = 300
+) -> Iterator[RunningScheduler]:
+    """Run the scheduler until the block ends (SIGTERM, then SIGKILL after 30 s); yields once it listens.
+
+    ``settings`` are scheduler settings (``services/scheduler/settings.py``); ``port`` defaults to a
+    free one. Registering the pipeline template on first start takes a few seconds.
+    """
+    full_env = {
+        **os.environ,
+        **env,
+        **scheduler_env({"host": "127.0.0.1", "port": 0, **settings}),
+    }
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.scheduler", "run"],
+            env=full_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                found = _LISTENING.findall(log.read_bytes()[offset:].decode(errors="replace"))
+                if found:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the trigger scheduler did not start (see {log}):\n{tail}")
+                time.sleep(0.2)
+            yield RunningScheduler(proc, log, found[-1])
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()

@@ -1,0 +1,164 @@
+"""The loop's timeline, read back from ClearML: per dataset version, when it was finalized, when its
+retrain was launched, and what the gate decided about the model trained on it.
+
+Everything comes from the server (the dataset tasks, the runs holding the scheduler's idempotency key
+``retrain-of:<version>``, the models tagged ``dataset:<version>`` with the gate's metadata), so the
+answer to "which data was this model trained on, and what happened to it" is the same for every
+client, at any time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+
+from services.scheduler.api import ClearmlApi
+from services.scheduler.reconcile import idempotency_key, parse_time
+
+
+@dataclass
+class VersionTimeline:
+    dataset_id: str
+    dataset_name: str
+    tags: list[str]
+    finalized: datetime | None
+    run_id: str | None = None
+    run_status: str | None = None
+    launched: datetime | None = None
+    model_id: str | None = None
+    verdict: str | None = None
+    """``published`` or ``rejected`` (the gate's), None while no model was gated."""
+    reason: str = ""
+    accuracy: float | None = None
+    champion_accuracy: float | None = None
+    decided: datetime | None = None
+    labeled: datetime | None = None
+    """When the labeling round ended (known to the caller that labeled, not to the server)."""
+
+    def seconds_after_finalize(self, moment: datetime | None) -> float | None:
+        if moment is None or self.finalized is None:
+            return None
+        return (moment - self.finalized).total_seconds()
+
+
+def _meta(model: dict[str, Any], key: str) -> str | None:
+    item = (model.get("metadata") or {}).get(key)
+    return None if item is None else str(item.get("value"))
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def read_timeline(
+    api: ClearmlApi, project: str, dataset: str | None = None, last: int = 20, ids: list[str] | None = None
+) -> list[VersionTimeline]:
+    """The newest ``last`` finalized versions of the datasets of ``project`` (or exactly ``ids``)."""
+    name = re.escape(dataset) + "$" if dataset else ""
+    projects = api.call(
+        "projects.get_all",
+        name=f"^{re.escape(project)}/\\.datasets/{name}",
+        search_hidden=True,
+        only_fields=["id"],
+    )["projects"]
+    if not projects:
+        return []
+    query: dict[str, Any] = {
+        "project": [p["id"] for p in projects],
+        "system_tags": ["dataset"],
+        "status": ["completed", "published"],
+        "search_hidden": True,
+        "order_by": ["-created"],
+        "page": 0,
+        "page_size": last,
+        "only_fields": ["id", "name", "tags", "completed", "last_update"],
+    }
+    if ids is not None:
+        query["id"] = ids
+    docs = api.call("tasks.get_all", **query)["tasks"]
+    rows = {
+        d["id"]: VersionTimeline(
+            d["id"],
+            d.get("name", ""),
+            list(d.get("tags") or []),
+            parse_time(d.get("completed")) or parse_time(d.get("last_update")),
+        )
+        for d in docs
+    }
+    if not rows:
+        return []
+    keys = {idempotency_key(i): i for i in rows}
+    runs = api.call(
+        "tasks.get_all", tags=list(keys), search_hidden=True, only_fields=["id", "status", "created", "tags"]
+    )["tasks"]
+    for run in sorted(runs, key=lambda r: str(r.get("created")), reverse=True):
+        for tag in run.get("tags") or []:
+            if tag in keys:
+                row = rows[keys[tag]]
+                row.run_id, row.run_status = run["id"], str(run.get("status"))
+                row.launched = parse_time(run.get("created"))
+    models = api.call(
+        "models.get_all",
+        tags=[f"dataset:{i}" for i in rows],
+        order_by=["created"],
+        only_fields=["id", "ready", "tags", "metadata", "created"],
+    )["models"]
+    for model in models:  # oldest first: the newest model of a version wins
+        dataset_id = _meta(model, "dataset_id")
+        target = rows.get(dataset_id or "")
+        if target is None:
+            continue
+        target.model_id = model["id"]
+        target.verdict = _meta(model, "gate_verdict")
+        target.reason = _meta(model, "gate_reason") or ""
+        target.accuracy = _float(_meta(model, "eval_accuracy"))
+        target.champion_accuracy = _float(_meta(model, "champion_eval_accuracy"))
+        target.decided = parse_time(_meta(model, "gate_decided_at"))
+    return sorted(rows.values(), key=lambda r: (r.finalized or datetime.min.astimezone(), r.dataset_id))
+
+
+def _after(row: VersionTimeline, moment: datetime | None) -> str:
+    seconds = row.seconds_after_finalize(moment)
+    return "-" if seconds is None else f"{seconds:+.1f} s"
+
+
+def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per dataset version") -> Table:
+    """Labeled → finalized → retrain queued → model published or rejected, with accuracies."""
+    table = Table(title=title, title_justify="left")
+    show_labeled = any(r.labeled for r in rows)
+    show_dataset = len({r.dataset_name for r in rows}) > 1
+    columns = ["version", *(["dataset"] if show_dataset else []), "tags"]
+    columns += ["labeled"] if show_labeled else []
+    columns += ["finalized", "retrain queued", "gate decided", "run", "model", "verdict", "accuracy"]
+    for column in columns:
+        table.add_column(column, no_wrap=column != "tags", min_width=14 if column == "tags" else None)
+    for r in rows:
+        verdict = {
+            "published": "[green]published[/green]",
+            "rejected": "[red]rejected[/red]",
+            None: "[dim]pending[/dim]" if r.run_id else "[dim]not launched[/dim]",
+        }.get(r.verdict, r.verdict or "")
+        accuracy = "-" if r.accuracy is None else f"{r.accuracy:.2%}"
+        if r.champion_accuracy is not None:
+            accuracy += f" (champion {r.champion_accuracy:.2%})"
+        cells = [r.dataset_id[:8], *([r.dataset_name] if show_dataset else []), ", ".join(sorted(r.tags))]
+        if show_labeled:
+            cells.append(_after(r, r.labeled) if r.labeled else "-")
+        cells += [
+            r.finalized.strftime("%H:%M:%S") if r.finalized else "-",
+            _after(r, r.launched),
+            _after(r, r.decided),
+            r.run_status or "-",
+            (r.model_id or "-")[:8],
+            verdict,
+            accuracy,
+        ]
+        table.add_row(*cells)
+    return table
