@@ -159,6 +159,42 @@ def pipeline(
         raise typer.Exit(1) from exc
 
 
+@app.command()
+def timeline(
+    project: Annotated[str, typer.Option(help="ClearML project of the loop")] = "Occupancy",
+    dataset: Annotated[
+        str | None, typer.Option(help="only this dataset (default: all in the project)")
+    ] = None,
+    last: Annotated[int, typer.Option(min=1, help="newest N dataset versions")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per version")] = False,
+) -> None:
+    """Per dataset version: finalized → retrain queued → model published or rejected, with accuracies."""
+    import json
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from occupancy_mlops.timeline import read_timeline, timeline_table
+    from services.scheduler.api import ApiCallError, ClearmlApi
+
+    try:
+        rows = read_timeline(ClearmlApi(), project, dataset, last)
+    except ApiCallError as exc:
+        typer.echo(f"error: cannot read the ClearML server: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(asdict(row), default=str))
+        return
+    if not rows:
+        typer.echo(
+            f"no finalized dataset versions in project {project!r}"
+            + (f" named {dataset!r}" if dataset else "")
+        )
+        return
+    Console().print(timeline_table(rows, f"The loop, per version of {project}"))
+
+
 def main() -> None:
     app()
 
