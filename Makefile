@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test lint bench-server bench-model clean local-server
+.PHONY: help install demo test lint bench-server bench-model bench-loop clean local-server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench-server: $(STAMP) ## local server: tasks.get_all over 10,000 tasks, dataset
 
 bench-model: $(STAMP) ## model quality: accuracy, F1, ROC-AUC and training time over 5 seeds
 	$(BIN)/python -m bench.bench_model
+
+bench-loop: $(STAMP) ## trigger latency: finalize → retrain queued (20 versions), → model gated (3 rounds)
+	$(BIN)/python -m bench.bench_loop
 
 local-server: $(STAMP) ## run the local ClearML server in the foreground on 127.0.0.1:8008
 	$(BIN)/occupancy-mlops local-server --data .local-server

@@ -1,0 +1,232 @@
+"""Benchmark of the trigger (``make bench-loop``): how long after ``finalize()`` returns is the retrain
+queued, and how long until the retrained model is published (or rejected)?
+
+1. **Queued**: the scheduler with its default settings (poll every 3 s) watches a project; a client
+   makes 20 dataset versions tagged ``Production``, at irregular intervals (0.5 to 4 s, so the
+   versions land at every phase of the poll), and notes when each ``finalize()`` returned. The lag is
+   the time from then to the retrain being enqueued (the run's ``status_changed`` on the server; same
+   machine, same clock). Target: p50 under 5 s.
+2. **Published**: the real loop: the scheduler registers the pipeline template, two clearml-agents run
+   the controllers and the steps; 3 labeling rounds of real data (one day each, tagged Production)
+   are retrained in turn. Per version: finalize → queued → gate decided → pipeline completed.
+
+Everything runs against the local server on this machine; figures depend on its 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from occupancy_mlops.agent import local_agent
+from occupancy_mlops.local_stack import scheduler_process
+from occupancy_mlops.timeline import read_timeline
+from services.local_server import local_server
+from services.scheduler.api import ClearmlApi
+from services.scheduler.reconcile import idempotency_key, parse_time
+from tests.conftest import client_env
+from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
+
+TARGET_P50_S = 5.0
+
+MAKE_VERSIONS = """
+import json, random, sys, time
+from pathlib import Path
+from clearml import Dataset
+
+project, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+for i in range(n):
+    folder = Path(f"v{i}")
+    folder.mkdir()
+    (folder / f"day{i}.csv").write_text(f"date,Light,Occupancy\\n2015-02-04 10:{i:02d},400,1\\n")
+    ds = Dataset.create(dataset_project=project, dataset_name="sensors")
+    ds.add_files(path=str(folder))
+    ds.add_tags(["Production"])
+    ds.finalize(auto_upload=True)
+    print(json.dumps({"id": ds.id, "finalized": time.time()}), flush=True)
+    time.sleep(rng.uniform(0.5, 4.0))
+"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_queued(env: dict[str, str], work: Path, n: int) -> list[float]:
+    api = ClearmlApi()
+    project = f"BenchLoop-{uuid.uuid4().hex[:6]}"
+    project_id = api.call("projects.create", name=f"{project}/templates")["id"]
+    template = api.call(
+        "tasks.create",
+        name="train occupancy model",
+        type="training",
+        project=project_id,
+        hyperparams={"General": {"CLEARML_DATASET_ID": {"section": "General", "name": "CLEARML_DATASET_ID"}}},
+    )["id"]
+    settings = {
+        "project": project,
+        "template_id": template,
+        "queue": "bench-controllers",
+        "dataset_parameter": "General/CLEARML_DATASET_ID",
+    }
+    with scheduler_process(env, settings, work / "scheduler-queued.log"):
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(MAKE_VERSIONS), project, str(n)],
+            env={**os.environ, **env},
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        versions = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        keys = {idempotency_key(v["id"]): v for v in versions}
+        deadline = time.monotonic() + 60
+        while True:
+            runs = api.call(
+                "tasks.get_all", tags=list(keys), only_fields=["id", "tags", "status", "status_changed"]
+            )["tasks"]
+            if len([r for r in runs if r["status"] == "queued"]) >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    lags = []
+    for run in runs:
+        key = next(t for t in run["tags"] if t in keys)
+        queued = parse_time(run["status_changed"])
+        assert queued is not None
+        lags.append(queued.timestamp() - keys[key]["finalized"])
+    if len(lags) != n:
+        raise RuntimeError(f"only {len(lags)} of {n} versions were queued")
+    return lags
+
+
+def bench_published(env: dict[str, str], work: Path, rounds: int) -> list[dict[str, float | str]]:
+    from services.labeling.sync import sync_folder
+
+    source = locate_occupancy_data()
+    days = split_by_day(load_occupancy_file(source / "datatraining.txt"), work / "daily")
+    eval_dir, labeled = work / "evaluation", work / "labeled"
+    eval_dir.mkdir()
+    labeled.mkdir()
+    shutil.copy2(source / "datatest.txt", eval_dir / "datatest.txt")
+    project = f"BenchRetrain-{uuid.uuid4().hex[:6]}"
+    eval_id = sync_folder(eval_dir, project, "eval", tags=["evaluation"]).dataset_id
+    api = ClearmlApi()
+    for queue in ("bench-services", "bench-training"):
+        api.call("queues.create", name=queue)
+    settings = {
+        "project": project,
+        "queue": "bench-services",
+        "steps_queue": "bench-training",
+        "parameters": {"Args/eval_dataset_id": eval_id},
+    }
+    ids = []
+    with (
+        scheduler_process(env, settings, work / "scheduler-published.log"),
+        local_agent("bench-services", env, work, "bench-controllers"),
+        local_agent("bench-training", env, work, "bench-steps"),
+    ):
+        for day in days[:rounds]:
+            shutil.copy2(day, labeled / day.name)
+            ids.append(sync_folder(labeled, project, "sensors", tags=["Production"]).dataset_id)
+            print(f"labeled {day.stem}: version {ids[-1][:8]}", flush=True)
+        deadline = time.monotonic() + 300 * rounds
+        while True:
+            rows = read_timeline(api, project, "sensors", last=rounds, ids=ids)
+            if all(r.run_status in ("completed", "failed", "stopped") for r in rows) and len(rows) == rounds:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the retrains did not finish in time")
+            time.sleep(1)
+        runs = {
+            r["id"]: parse_time(r.get("completed"))
+            for r in api.call("tasks.get_all", id=[r.run_id for r in rows], only_fields=["id", "completed"])[
+                "tasks"
+            ]
+        }
+    results: list[dict[str, float | str]] = []
+    for r in rows:
+        done = runs.get(r.run_id or "")
+        results.append(
+            {
+                "version": r.dataset_id[:8],
+                "queued": r.seconds_after_finalize(r.launched) or float("nan"),
+                "decided": r.seconds_after_finalize(r.decided) or float("nan"),
+                "completed": r.seconds_after_finalize(done) or float("nan"),
+                "verdict": r.verdict or r.run_status or "",
+            }
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--versions", type=int, default=20, help="versions for the queued latency")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="labeling rounds retrained end to end (0: skip)"
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
+        work = Path(tmp)
+        server = local_server(work / "server")
+        with server:
+            env = client_env(server, work / "client")
+            os.environ.update(env)
+            console.print(
+                f"[bold]1. finalize() → retrain queued[/bold], {args.versions} versions, default poll 3 s"
+            )
+            lags = bench_queued(env, work, args.versions)
+            table = Table(title="finalize() returned → retrain queued (seconds)", title_justify="left")
+            for column in ("versions", "p50", "p95", "max", "mean"):
+                table.add_column(column, justify="right")
+            p50, p95 = statistics.median(lags), _percentile(lags, 0.95)
+            table.add_row(
+                str(len(lags)), f"{p50:.2f}", f"{p95:.2f}", f"{max(lags):.2f}", f"{statistics.mean(lags):.2f}"
+            )
+            console.print(table)
+            if args.rounds:
+                console.print(f"[bold]2. finalize() → model gated[/bold], {args.rounds} rounds of real data")
+                rows = bench_published(env, work, args.rounds)
+                table = Table(title="seconds after finalize()", title_justify="left")
+                for column in ("version", "queued", "gate decided", "pipeline completed", "verdict"):
+                    table.add_column(column, justify="right" if column != "verdict" else "left")
+                for r in rows:
+                    table.add_row(
+                        str(r["version"]),
+                        f"{r['queued']:.1f}",
+                        f"{r['decided']:.1f}",
+                        f"{r['completed']:.1f}",
+                        str(r["verdict"]),
+                    )
+                console.print(table)
+    ok = p50 < TARGET_P50_S
+    console.print(
+        f"target p50 to queued < {TARGET_P50_S:.0f} s: "
+        + ("[green]met[/green]" if ok else "[red]missed[/red]")
+    )
+    print(f"measured {datetime.now().isoformat(timespec='seconds')}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
