@@ -24,6 +24,51 @@ validate on 02-04/05, 1,809 rows, the block holding most "lights on, nobody ther
     chosen, batch-norm momentum 0.99 (Keras default) *  A 68.2  B 9.0   C 83.0
     chosen, balanced class weights *                    A 19.4  B 8.4   C 64.4
 
+Second round (issue 3; seeds 42 and 43; the chosen schema re-measured A 18.5 B 8.5 C 64.5). "+" adds
+features to the chosen schema; slopes, std, min, max are of log1p(Light), log1p(CO2) unless named:
+
+    + log Light std 5 and 10 min                        A 21.0  B 25.5  C 60.0
+    + log Light std 10 min                              A 27.0  B 23.0  C 64.0
+    + log Light std 5/10 min, weekend flag              A 21.0  B 14.0  C 67.0
+    + Light std / mean over 10 min (raw lux)            A 29.0  B 35.0  C 62.0
+    + log Light max and min 60 min                      A 22.5  B 35.5  C 69.5
+    + log Light min 3 min                               A 17.5  B 12.0  C 65.5
+    + log Light diff 5 and 15 min                       A 34.5  B 11.0  C 68.0
+    + minutes since log Light last moved > 0.02 (<=60)  A 29.5  B 29.0  C 97.0
+    + CO2 slope 5, 10, 15 min                           A 22.0  B 10.0  C 65.0
+    + CO2 slope 15 min, weekend flag                    A 19.0  B 8.5   C 64.0
+    + CO2 slope 120 min                                 A 18.5  B 8.5   C 77.5
+    + CO2 diff 10 and 30 min                            A 29.0  B 14.0  C 93.5
+    + log CO2 minus its 60-min max                      A 29.0  B 11.5  C 108.0
+    + log CO2 minus its 30-min max                      A 27.0  B 8.5   C 120.5
+    + Humidity slope 5, 10, 15 min                      A 22.0  B 17.0  C 83.5
+    + Temperature slope 10 and 30 min                   A 47.5  B 7.5   C 70.5
+    + time of day (seconds since midnight / 86400)      A 28.5  B 15.0  C 73.5
+    + time of day, weekend flag (the paper's NSM, WS)   A 28.5  B 13.0  C 67.0
+    + weekend flag                                      A 18.5  B 8.0   C 65.0
+    chosen, CO2 slopes x60 (per hour) **                A 28.5  B 15.0  C 129.5
+    chosen, CO2 slopes x400 (about unit variance) **    A 24.5  B 15.5  C 131.0
+    + CO2 slope 10/15, all slopes per hour **           A 25.5  B 38.5  C 120.0
+    + Humidity slope 15/30, all slopes per hour **      A 22.0  B 27.0  C 122.5
+    + Temperature slope 15/30, all slopes per hour **   A 83.5  B 10.5  C 81.0
+    chosen, learning rate 3e-4                          A 18.5  B 10.0  C 85.5
+    chosen, batch 256                                   A 18.5  B 79.0  C 90.5
+    chosen, patience 10                                 A 18.5  B 8.5   C 64.5
+    chosen, dropout 0.5                                 A 18.5  B 7.0   C 84.5
+    chosen, layer size 64                               A 18.0  B 8.0   C 66.0
+
+** The CO2 slopes of log1p(CO2) are tiny (std about 0.0025 a minute, variance below the input
+batch-norm's epsilon 1e-3), so the input layer shrinks them about 13-fold. Rescaling them to unit
+size lets the model use them fully, and it then overfits badly (C doubles): the shrinkage is
+acting as a regulariser.
+
+Nothing beat the chosen schema and settings on all three splits; the best changes (weekend flag,
+CO2 slope 15 min, layer 64, patience 10) are within seed noise of it, so the default stays. Within
+weekday rows with lights on, no causal feature separates "nobody there" well on more than one day
+(ROC-AUC of CO2 change over 5-60 min: 0.81-0.86 on 02-05, 0.52-0.73 on 02-06), so every
+feature that catches absences on one split adds errors on another. The issue 3 target (98.5 %)
+is not reached: datatest mean 97.87 %, worst 97.86 % (the paper's best is about 97.9 %).
+
 Nothing beats a threshold on Light by more than a few rows: the model is, in effect, that threshold.
 """
 
