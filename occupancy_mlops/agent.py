@@ -39,9 +39,16 @@ def local_agent(queue: str, env: dict[str, str], workdir: Path, worker_id: str) 
         try:
             yield log_path
         finally:
-            os.killpg(agent.pid, signal.SIGTERM)
-            try:
-                agent.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(agent.pid, signal.SIGKILL)
-                agent.wait()
+            stop_process_group(agent)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session``), SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -34,6 +34,7 @@ from occupancy_mlops.agent import local_agent
 from occupancy_mlops.local_stack import scheduler_process
 from occupancy_mlops.timeline import VersionTimeline, read_timeline, timeline_table
 from services.labeling.sync import VersionReport, sync_folder
+from services.labeling.versions import human_size
 from services.local_server import local_server
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
 
@@ -44,15 +45,6 @@ QUEUE = "training"
 CONTROLLER_QUEUE = "services"
 PRODUCTION = "Production"
 RETRAIN_TIMEOUT = 900.0  # seconds the demo waits for the automatic retrains
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 @contextlib.contextmanager
@@ -87,9 +79,9 @@ def versions_table(reports: list[VersionReport]) -> Table:
             ", ".join(Path(p).stem for p in r.added) or "-",
             ", ".join(Path(p).stem for p in r.modified) or "-",
             ", ".join(Path(p).stem for p in r.removed) or "-",
-            _human(r.delta_bytes),
+            human_size(r.delta_bytes),
             str(r.total_files),
-            _human(r.total_bytes),
+            human_size(r.total_bytes),
         )
     return table
 

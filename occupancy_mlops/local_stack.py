@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from occupancy_mlops.agent import stop_process_group
 
 _LISTENING = re.compile(r"metrics on (http://[^\s/]+)/metrics")
 
@@ -76,10 +77,4 @@ def scheduler_process(
                 time.sleep(0.2)
             yield RunningScheduler(proc, log, found[-1])
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_process_group(proc)

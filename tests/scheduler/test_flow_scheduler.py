@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
+from tests.conftest import run_python
 from tests.scheduler.conftest import create_template, finish, launched_runs, make_versions, wait_for
 
 
@@ -68,10 +71,23 @@ def test_one_launch_per_production_version_including_new_names_and_downtime(clea
         assert task["hyperparams"]["General"]["CLEARML_DATASET_ID"]["value"] == dataset_id
         assert f"dataset:{dataset_id}" in task["tags"]
 
+    # an old version tagged Production later (from code here; the UI does the same) is launched too
+    run_python(
+        f"from clearml import Dataset; Dataset.get(dataset_id={before[1]['id']!r}).add_tags(['Production'])",
+        clearml_env,
+    )
+    wanted.add(before[1]["id"])
+    wait_for(
+        lambda: set(launched_runs(clearml_env, template)) == wanted,
+        30,
+        "the late-tagged launch",
+        scheduler.log,
+    )
+
     metrics = scheduler.get("/metrics").text
-    assert "occupancy_scheduler_launches_total 3.0" in metrics
+    assert "occupancy_scheduler_launches_total 4.0" in metrics
     assert 'occupancy_scheduler_polls_total{outcome="ok"}' in metrics
-    assert "occupancy_scheduler_launch_lag_seconds_count 3.0" in metrics
+    assert "occupancy_scheduler_launch_lag_seconds_count 4.0" in metrics
     assert scheduler.get("/healthz").status_code == 200
     ready = scheduler.get("/readyz")
     assert ready.status_code == 200 and ready.json()["template_id"] == template
@@ -121,3 +137,27 @@ def test_exactly_once_through_sigkills_and_two_replicas(clearml_env, schedulers)
 
     queued = api_client(clearml_env).queues.get_all(name=f"^{queue}$")[0].entries
     assert len(queued) == 20, "exactly 20 entries in the queue"
+
+
+def test_a_bad_configuration_stops_it_at_start_naming_the_key(clearml_env, tmp_path):
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("project: Occupancy\npoll_interval_seconds: soon\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.scheduler", "run", "--config", str(config)],
+        env=clearml_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "poll_interval_seconds" in proc.stderr and str(config) in proc.stderr
+    # a template that does not exist is named too, before anything is launched
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.scheduler", "run"],
+        env={**clearml_env, "OCCUPANCY_SCHEDULER_TEMPLATE_ID": "0" * 32},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "template_id: no task 000" in proc.stderr
