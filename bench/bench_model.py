@@ -98,6 +98,7 @@ from training.model import (
     LAYER_SIZE,
     LEARNING_RATE,
     MAX_EPOCHS,
+    MIN_EPOCHS,
     PATIENCE,
     RANDOM_STATE,
     balanced_class_weight,
@@ -229,10 +230,49 @@ def report(results: list[SeedResult], console: Console) -> bool:
     return all(ok for _, ok in checks)
 
 
+def bench_versions(folder: Path, seeds: list[int], days: tuple[int, ...], console: Console) -> None:
+    """The loop's own path: the first N days as daily files (a dataset version), the tracked task's
+    training code, scored on datatest.txt. Shows how stable retrains of growing versions are."""
+    import tempfile
+
+    from training.config import TrainingConfig
+    from training.data import load_labeled, split_by_day
+    from training.train import train_model
+
+    test = load_labeled([folder / "datatest.txt"])
+    table = Table(title="retrains of growing dataset versions (daily files, as the loop trains them)")
+    for column in ("days", "rows", "seed", "val acc", "test acc", "best epoch", "train s"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        daily = split_by_day(load_occupancy_file(folder / "datatraining.txt"), Path(tmp))
+        for n in tqdm(days, desc="versions", unit="version"):
+            frame = load_labeled(daily[:n])
+            for seed in seeds:
+                trained = train_model(frame, TrainingConfig.from_mapping({"RANDOM_STATE": seed}))
+                acc = accuracy_score(test[LABEL_COLUMN], trained.bundle().predict_proba(test) > 0.5)
+                table.add_row(
+                    str(n),
+                    f"{len(frame):,}",
+                    str(seed),
+                    f"{trained.validation.accuracy:.2%}",
+                    f"{acc:.2%}",
+                    str(trained.best_epoch),
+                    f"{trained.seconds:.1f}",
+                )
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="folder with datatraining.txt, datatest.txt")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument(
+        "--versions",
+        type=int,
+        nargs="*",
+        default=[5, 6, 7],
+        help="also retrain on the first N days as daily files, as the loop does (none: skip)",
+    )
     args = parser.parse_args(argv)
     configure_tensorflow(intra_op_threads=2, inter_op_threads=1)  # before any TensorFlow work
     console = Console()
@@ -243,11 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(DEFAULT_SCHEMA.feature_names)}\n"
         f"train {len(data.y_train)} rows (to {data.split_time}), validation {len(data.y_val)}, "
         f"datatest {len(data.y_test)}; layer {LAYER_SIZE}, dropout {DROPOUT}, lr {LEARNING_RATE}, "
-        f"batch {BATCH_SIZE}, epochs <= {MAX_EPOCHS}, patience {PATIENCE} (val loss), "
+        f"batch {BATCH_SIZE}, epochs <= {MAX_EPOCHS}, patience {PATIENCE} (val loss, from epoch "
+        f"{MIN_EPOCHS}), "
         f"batch-norm momentum {BN_MOMENTUM}, class weights {CLASS_WEIGHT}"
     )
     results = [run_seed(data, seed) for seed in tqdm(args.seeds, desc="seeds", unit="seed")]
     ok = report(results, console)
+    if args.versions:
+        bench_versions(locate_occupancy_data(args.data), args.seeds, tuple(args.versions), console)
     console.print(f"total {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

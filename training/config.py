@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "PATIENCE": 5,  # early-stopping patience, in epochs
     "EVAL_DATASET_ID": "",  # the fixed evaluation set the gate compares champion and challenger on
     "MAX_EPOCHS": 60,
+    "MIN_EPOCHS": 10,  # early stopping watches the validation loss only after this many epochs
     "BATCH_SIZE": 64,
     "LEARNING_RATE": 0.001,
     "VALIDATION_FRACTION": 0.25,  # the latest part of the training data, by time, for early stopping
@@ -37,6 +38,7 @@ class TrainingConfig:
     PATIENCE: int
     EVAL_DATASET_ID: str
     MAX_EPOCHS: int
+    MIN_EPOCHS: int
     BATCH_SIZE: int
     LEARNING_RATE: float
     VALIDATION_FRACTION: float
@@ -71,8 +73,8 @@ class TrainingConfig:
             problems.append(f"LAYER_SIZE={self.LAYER_SIZE} must be at least 1")
         if not 0.0 <= self.DROPOUT < 1.0:
             problems.append(f"DROPOUT={self.DROPOUT} must be within [0, 1)")
-        if self.PATIENCE < 0 or self.MAX_EPOCHS < 1 or self.BATCH_SIZE < 1:
-            problems.append("PATIENCE must be >= 0, MAX_EPOCHS and BATCH_SIZE >= 1")
+        if self.PATIENCE < 0 or self.MIN_EPOCHS < 0 or self.MAX_EPOCHS < 1 or self.BATCH_SIZE < 1:
+            problems.append("PATIENCE and MIN_EPOCHS must be >= 0, MAX_EPOCHS and BATCH_SIZE >= 1")
         if not 0.0 < self.VALIDATION_FRACTION < 0.9:
             problems.append(f"VALIDATION_FRACTION={self.VALIDATION_FRACTION} must be within (0, 0.9)")
         if self.LEARNING_RATE <= 0:

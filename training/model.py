@@ -23,6 +23,10 @@ PATIENCE = 5
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 64
 MAX_EPOCHS = 60
+MIN_EPOCHS = 10
+"""Early stopping watches the validation loss only from this epoch on. Without it, a noisy validation
+loss in the first epochs can stop training at epoch 3 (measured: six daily files of the training week,
+seed 42, validation accuracy 97.25 % instead of 99.5 %)."""
 BN_MOMENTUM = 0.9
 """Keras' default 0.99 leaves the moving statistics far from the data after the few hundred steps
 this model trains for, and early stopping then picks a bad epoch for some seeds."""
@@ -101,7 +105,7 @@ def fit(
     patience: int = PATIENCE,
     class_weight: dict[int, float] | None = None,
     monitor: str = "val_loss",
-    start_from_epoch: int = 0,
+    start_from_epoch: int = MIN_EPOCHS,
     seed: int | None = None,
     verbose: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,

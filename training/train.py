@@ -124,6 +124,7 @@ def train_model(
         epochs=config.MAX_EPOCHS,
         batch_size=config.BATCH_SIZE,
         patience=config.PATIENCE,
+        start_from_epoch=config.MIN_EPOCHS,
         seed=config.RANDOM_STATE,
         callbacks=callbacks,
     )
