@@ -144,12 +144,42 @@ def evaluate(
 
 @app.command()
 def pipeline(
-    dataset_id: Annotated[str, typer.Option(help="dataset version to retrain on")],
-    eval_dataset_id: Annotated[str, typer.Option(help="the fixed evaluation set of the gate")],
+    dataset_id: Annotated[str | None, typer.Option(help="dataset version to retrain on")] = None,
+    eval_dataset_id: Annotated[str | None, typer.Option(help="the fixed evaluation set of the gate")] = None,
     queue: Annotated[str | None, typer.Option(help="run the steps through agents on this queue")] = None,
     project: Annotated[str, typer.Option(help="ClearML project")] = "Occupancy",
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register",
+            help="store the pipeline as the scheduler's draft template (steps on --queue) and print its id",
+        ),
+    ] = False,
 ) -> None:
-    """Run the retraining pipeline (preprocess → train → evaluate + gate) once."""
+    """Run the retraining pipeline (preprocess → train → evaluate + gate) once, or register it as the
+    template the trigger scheduler clones per dataset version."""
+    import subprocess
+    import sys
+
+    if register:
+        if not queue:
+            raise typer.BadParameter("--register needs --queue: where the steps of a launched pipeline run")
+        # in a process of its own: registering creates that process's ClearML task
+        cmd = [
+            sys.executable,
+            "-m",
+            "training.pipeline",
+            "--register",
+            "--project",
+            project,
+            "--queue",
+            queue,
+        ]
+        raise typer.Exit(
+            subprocess.call(cmd + (["--eval-dataset-id", eval_dataset_id] if eval_dataset_id else []))
+        )
+    if not dataset_id or not eval_dataset_id:
+        raise typer.BadParameter("running the pipeline needs --dataset-id and --eval-dataset-id")
     from training.pipeline import run
 
     try:

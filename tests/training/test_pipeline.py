@@ -60,3 +60,41 @@ def test_pipeline_steps_run_through_an_agent_and_publish_the_first_model(clearml
     ]
     assert len(mine) == 1 and mine[0].ready, "the first model clears the floor and is published as champion"
     assert "first model" in mine[0].comment
+
+
+def test_register_stores_a_draft_template_the_scheduler_finds(clearml_env):
+    from services.scheduler.api import ClearmlApi
+    from services.scheduler.settings import load_settings
+    from services.scheduler.template import find_template
+
+    project = f"PipeTemplate-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "occupancy_mlops.cli", "pipeline", "--register"),
+            *("--project", project, "--queue", "steps-q", "--eval-dataset-id", "e" * 32),
+        ],
+        env=clearml_env,
+        cwd=clearml_env["HOME"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    template_id = proc.stdout.strip().splitlines()[-1]
+    api = api_client(clearml_env)
+    task = api.tasks.get_by_id(task=template_id)
+    assert str(task.status) == "created", "a draft: cloned per dataset version, never run itself"
+    assert "retrain-template" in task.tags and "pipeline" in task.system_tags
+    assert task.script.entry_point == "-m training.pipeline", "what an agent runs for a clone"
+    args = {k: v.value for k, v in task.hyperparams["Args"].items()}
+    assert args["dataset_id"] == "" and args["eval_dataset_id"] == "e" * 32 and args["project"] == project
+    assert task.hyperparams["pipeline"]["default_queue"].value == "steps-q", "the steps' queue"
+    from clearml.backend_api import Session
+
+    session = Session(
+        api_key=clearml_env["CLEARML_API_ACCESS_KEY"],
+        secret_key=clearml_env["CLEARML_API_SECRET_KEY"],
+        host=clearml_env["CLEARML_API_HOST"],
+    )
+    found = find_template(ClearmlApi(session), load_settings(environ={}, project=project))
+    assert found == template_id
