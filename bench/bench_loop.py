@@ -16,6 +16,7 @@ Everything runs against the local server on this machine; figures depend on its 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -61,6 +63,13 @@ for i in range(n):
     print(json.dumps({"id": ds.id, "finalized": time.time()}), flush=True)
     time.sleep(rng.uniform(0.5, 4.0))
 """
+
+
+@contextlib.contextmanager
+def _quiet(log: Path) -> Iterator[None]:
+    """The SDK's prints and progress bars go to a log file; the bench prints its own tables."""
+    with log.open("a") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        yield
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -127,7 +136,9 @@ def bench_published(env: dict[str, str], work: Path, rounds: int) -> list[dict[s
     labeled.mkdir()
     shutil.copy2(source / "datatest.txt", eval_dir / "datatest.txt")
     project = f"BenchRetrain-{uuid.uuid4().hex[:6]}"
-    eval_id = sync_folder(eval_dir, project, "eval", tags=["evaluation"]).dataset_id
+    sdk_log = work / "clearml-sdk.log"
+    with _quiet(sdk_log):
+        eval_id = sync_folder(eval_dir, project, "eval", tags=["evaluation"]).dataset_id
     api = ClearmlApi()
     for queue in ("bench-services", "bench-training"):
         api.call("queues.create", name=queue)
@@ -145,7 +156,8 @@ def bench_published(env: dict[str, str], work: Path, rounds: int) -> list[dict[s
     ):
         for day in days[:rounds]:
             shutil.copy2(day, labeled / day.name)
-            ids.append(sync_folder(labeled, project, "sensors", tags=["Production"]).dataset_id)
+            with _quiet(sdk_log):
+                ids.append(sync_folder(labeled, project, "sensors", tags=["Production"]).dataset_id)
             print(f"labeled {day.stem}: version {ids[-1][:8]}", flush=True)
         deadline = time.monotonic() + 300 * rounds
         while True:
