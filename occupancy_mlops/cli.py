@@ -159,25 +159,13 @@ def pipeline(
     """Run the retraining pipeline (preprocess → train → evaluate + gate) once, or register it as the
     template the trigger scheduler clones per dataset version."""
     import subprocess
-    import sys
 
     if register:
         if not queue:
             raise typer.BadParameter("--register needs --queue: where the steps of a launched pipeline run")
-        # in a process of its own: registering creates that process's ClearML task
-        cmd = [
-            sys.executable,
-            "-m",
-            "training.pipeline",
-            "--register",
-            "--project",
-            project,
-            "--queue",
-            queue,
-        ]
-        raise typer.Exit(
-            subprocess.call(cmd + (["--eval-dataset-id", eval_dataset_id] if eval_dataset_id else []))
-        )
+        from training.pipeline import register_command
+
+        raise typer.Exit(subprocess.call(register_command(project, queue, eval_dataset_id or "")))
     if not dataset_id or not eval_dataset_id:
         raise typer.BadParameter("running the pipeline needs --dataset-id and --eval-dataset-id")
     from training.pipeline import run

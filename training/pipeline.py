@@ -165,6 +165,14 @@ def register(project: str, queue: str, eval_dataset_id: str = "") -> str:
     return template_id
 
 
+def register_command(project: str, queue: str, eval_dataset_id: str = "") -> list[str]:
+    """The command that runs :func:`register` in a process of its own (it creates that process's task)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "training.pipeline", "--register", "--project", project, "--queue", queue]
+    return cmd + (["--eval-dataset-id", eval_dataset_id] if eval_dataset_id else [])
+
+
 def run_as_agent_task() -> None:
     """The controller's body when an agent runs a cloned template: parameters come from the task."""
     pipe = build()

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 
 from services.scheduler.api import ApiCallError, ClearmlApi
 from services.scheduler.settings import ConfigError, SchedulerSettings
@@ -37,18 +36,11 @@ def find_template(api: ClearmlApi, settings: SchedulerSettings) -> str | None:
 
 def register_template(settings: SchedulerSettings, timeout: float = 600) -> str:
     """Store the retraining pipeline as a draft template (``python -m training.pipeline --register``)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "training.pipeline",
-        "--register",
-        "--project",
-        settings.project,
-        "--queue",
-        settings.steps_queue,
-    ]
-    if settings.parameters.get(EVAL_PARAMETER):
-        cmd += ["--eval-dataset-id", settings.parameters[EVAL_PARAMETER]]
+    from training.pipeline import register_command
+
+    cmd = register_command(
+        settings.project, settings.steps_queue, settings.parameters.get(EVAL_PARAMETER, "")
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not re.fullmatch(r"[0-9a-f]{32}", lines[-1]):
