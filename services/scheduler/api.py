@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_TIMEOUT = 30.0
+RETRIES = {
+    "total": 4,
+    "connect": 4,
+    "read": 4,
+    "redirect": 4,
+    "status": 4,
+    "backoff_factor": 0.5,
+    "backoff_max": 4.0,
+}
+"""The SDK retries a call for many minutes by default (240 times, backing off to 2 minutes): a poll
+would hang for as long as the server is away. A service had better fail the poll in seconds, say so
+in its metrics and readiness, and try again on the next one."""
 
 
 class ApiCallError(RuntimeError):
@@ -29,7 +40,7 @@ class ClearmlApi:
         if session is None:
             from clearml.backend_api import Session
 
-            session = Session()
+            session = Session(http_retries_config=dict(RETRIES))
         self.session = session
 
     @property

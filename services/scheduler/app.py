@@ -24,6 +24,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.template import resolve_template
 
 log = logging.getLogger("occupancy.scheduler")
+READY_WINDOW_SECONDS = 10.0
 
 
 class SchedulerLoop:
@@ -74,7 +75,8 @@ class SchedulerLoop:
 
     @property
     def ready(self) -> bool:
-        window = max(3 * self.settings.poll_interval_seconds, self.settings.poll_interval_seconds + 30)
+        """A poll read the server within the last three intervals (at least the last 10 s)."""
+        window = max(3 * self.settings.poll_interval_seconds, READY_WINDOW_SECONDS)
         return self.last_read is not None and time.time() - self.last_read <= window
 
 
