@@ -130,13 +130,14 @@ def _after(row: VersionTimeline, moment: datetime | None) -> str:
 
 
 def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per dataset version") -> Table:
-    """Labeled → finalized → retrain queued → model published or rejected, with accuracies."""
+    """Labeled → finalized → retrain queued → gate decided (seconds relative to the finalize), the
+    retrain's status, the model and the gate's verdict, with the challenger's and champion's accuracy."""
     table = Table(title=title, title_justify="left")
     show_labeled = any(r.labeled for r in rows)
     show_dataset = len({r.dataset_name for r in rows}) > 1
     columns = ["version", *(["dataset"] if show_dataset else []), "tags"]
     columns += ["labeled"] if show_labeled else []
-    columns += ["finalized", "retrain queued", "gate decided", "run", "model", "verdict", "accuracy"]
+    columns += ["finalized", "queued", "decided", "run", "model", "verdict", "accuracy (champion)"]
     for column in columns:
         table.add_column(column, no_wrap=column != "tags", min_width=14 if column == "tags" else None)
     for r in rows:
@@ -147,7 +148,7 @@ def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per data
         }.get(r.verdict, r.verdict or "")
         accuracy = "-" if r.accuracy is None else f"{r.accuracy:.2%}"
         if r.champion_accuracy is not None:
-            accuracy += f" (champion {r.champion_accuracy:.2%})"
+            accuracy += f" ({r.champion_accuracy:.2%})"
         cells = [r.dataset_id[:8], *([r.dataset_name] if show_dataset else []), ", ".join(sorted(r.tags))]
         if show_labeled:
             cells.append(_after(r, r.labeled) if r.labeled else "-")
