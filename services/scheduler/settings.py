@@ -66,10 +66,6 @@ class SchedulerSettings(BaseModel):
             raise ValueError("tags must not be blank")
         return tags
 
-    @property
-    def idempotency_prefix(self) -> str:
-        return "retrain-of:"
-
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
