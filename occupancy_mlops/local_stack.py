@@ -18,7 +18,8 @@ from typing import Any
 
 from occupancy_mlops.agent import stop_process_group
 
-_LISTENING = re.compile(r"metrics on (http://[^\s/]+)/metrics")
+LISTENING = re.compile(r"metrics on (http://[^\s/]+)/metrics")
+"""The line the scheduler logs once it serves its endpoints."""
 
 
 @dataclass
@@ -68,7 +69,7 @@ def scheduler_process(
         try:
             deadline = time.monotonic() + start_timeout
             while True:
-                found = _LISTENING.findall(log.read_bytes()[offset:].decode(errors="replace"))
+                found = LISTENING.findall(log.read_bytes()[offset:].decode(errors="replace"))
                 if found:
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:

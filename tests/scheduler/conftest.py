@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from occupancy_mlops.local_stack import LISTENING, scheduler_env
 from tests.conftest import api_client
 
 MAKE_VERSIONS = """
@@ -83,32 +83,24 @@ class SchedulerProcess:
 
     def __init__(self, env: dict[str, str], settings: dict[str, Any], log: Path) -> None:
         self.log = log
-        scheduler_env = {**env, "OCCUPANCY_SCHEDULER_PORT": "0", "OCCUPANCY_SCHEDULER_HOST": "127.0.0.1"}
-        for key, value in settings.items():
-            text = (
-                json.dumps(value)
-                if isinstance(value, dict)
-                else ",".join(value)
-                if isinstance(value, list)
-                else str(value)
-            )
-            scheduler_env[f"OCCUPANCY_SCHEDULER_{key.upper()}"] = text
+        self._offset = log.stat().st_size if log.exists() else 0  # schedulers of a test share the log
         self._handle = log.open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.scheduler", "run"],
-            env=scheduler_env,
+            env={**env, **scheduler_env({"host": "127.0.0.1", "port": 0, **settings})},
             cwd=env["HOME"],
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self._offset = log.stat().st_size if log.exists() else 0
         self.url: str | None = None
 
     def wait_listening(self, timeout: float = 60) -> str:
+        """Wait for this process's own "metrics on" line (not an earlier scheduler's)."""
+
         def found() -> str | None:
             assert self.proc.poll() is None, "scheduler exited:\n" + self.log.read_text()[-4000:]
-            m = re.findall(r"metrics on (http://[\d.]+:\d+)/metrics", self.log.read_text())
+            m = LISTENING.findall(self.log.read_bytes()[self._offset :].decode(errors="replace"))
             return m[-1] if m else None
 
         self.url = wait_for(found, timeout, "the scheduler to listen", self.log)

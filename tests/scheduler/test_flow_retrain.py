@@ -5,6 +5,8 @@ and published."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -86,3 +88,19 @@ def test_a_production_version_is_retrained_by_agents_and_published(clearml_env, 
     [train_step] = api.tasks.get_all(parent=runs[0].id, name="^train$", only_fields=["id"])
     assert model.task == train_step.id, "the model comes from the launched pipeline's train step"
     assert "occupancy_scheduler_launches_total 1.0" in scheduler.get("/metrics").text
+
+    # what a user reads back: which data the model was trained on and what the gate decided
+    proc = subprocess.run(
+        [sys.executable, "-m", "occupancy_mlops.cli", "timeline", "--project", project, "--json"],
+        env=clearml_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["dataset_id"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    row = rows[ids["room-sensors"]]
+    assert (row["run_id"], row["run_status"]) == (runs[0].id, "completed")
+    assert (row["model_id"], row["verdict"]) == (model.id, "published")
+    assert row["accuracy"] > 0.95 and row["finalized"] < row["launched"] < row["decided"]
+    assert rows[ids["room-sensors-eval"]]["run_id"] is None, "the untagged evaluation set is not launched"
