@@ -1,0 +1,153 @@
+"""A replay client: real sensor readings sent to the occupancy endpoint as HTTP requests.
+
+It plays a room's readings in time order, faster than real time: every request carries the newest
+reading and the history before it (``history`` readings, what the model needs), and the client
+checks each answer against the reading's label, the delayed label a real deployment would get.
+Answers are kept per arm and model version, so the demo can show live accuracy, traffic split,
+latency and errors per arm without trusting the server's own numbers.
+
+The loop is bounded: it stops after ``max_requests`` or when stopped, and never sends faster than
+``rate`` requests a second. Only the URL it is given is contacted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import requests
+
+from training.data import LABEL_COLUMN, SENSOR_COLUMNS, TIME_COLUMN
+
+
+@dataclass
+class Answer:
+    """One request as the client saw it."""
+
+    sent_at: float
+    latency: float
+    status: int
+    arm: str  # "champion", "canary", or "-" when the answer named none (an error)
+    model_version: str
+    occupied: bool | None
+    label: int
+
+
+@dataclass
+class ReplayStats:
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return len(self.answers)
+
+    def by_status(self) -> Counter[int]:
+        return Counter(a.status for a in self.answers)
+
+    def by_arm(self) -> Counter[str]:
+        return Counter(a.arm for a in self.answers)
+
+    def accuracy(self, model_version: str | None = None) -> float | None:
+        """Share of correct answers (against the readings' labels), of one model version or all."""
+        judged = [
+            a
+            for a in self.answers
+            if a.occupied is not None and (model_version is None or a.model_version == model_version)
+        ]
+        if not judged:
+            return None
+        return sum(bool(a.occupied) == bool(a.label) for a in judged) / len(judged)
+
+
+def reading_payload(rows: pd.DataFrame) -> dict[str, Any]:
+    """The request body for consecutive readings (oldest first)."""
+    readings = []
+    for row in rows.itertuples(index=False):
+        values = row._asdict()
+        reading: dict[str, Any] = {TIME_COLUMN: pd.Timestamp(values[TIME_COLUMN]).isoformat(sep=" ")}
+        reading.update({c: float(values[c]) for c in SENSOR_COLUMNS})
+        readings.append(reading)
+    return {"readings": readings}
+
+
+class Replay:
+    """Sends ``frame``'s readings (time-ordered, labeled) to ``url`` in a background thread."""
+
+    def __init__(
+        self,
+        url: str,
+        frame: pd.DataFrame,
+        *,
+        rate: float = 20.0,
+        history: int = 61,
+        max_requests: int = 100_000,
+        timeout: float = 10.0,
+    ) -> None:
+        if rate <= 0 or history < 1 or max_requests < 1:
+            raise ValueError("rate must be > 0, history and max_requests >= 1")
+        missing = [c for c in (TIME_COLUMN, LABEL_COLUMN, *SENSOR_COLUMNS) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"the replayed frame lacks columns {missing}")
+        self.url = url
+        self.frame = frame.sort_values(TIME_COLUMN, kind="stable").reset_index(drop=True)
+        self.rate = rate
+        self.history = history
+        self.max_requests = max_requests
+        self.timeout = timeout
+        self.stats = ReplayStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replay", daemon=True)
+
+    def _send(self, session: requests.Session, index: int) -> Answer:
+        rows = self.frame.iloc[max(0, index - self.history + 1) : index + 1]
+        body = reading_payload(rows)
+        label = int(self.frame[LABEL_COLUMN].iat[index])
+        started = time.time()
+        tic = time.perf_counter()
+        try:
+            resp = session.post(self.url, json=body, timeout=self.timeout)
+        except requests.RequestException:
+            return Answer(started, time.perf_counter() - tic, 0, "-", "-", None, label)
+        latency = time.perf_counter() - tic
+        arm, version, occupied = "-", "-", None
+        if resp.status_code == 200:
+            data = resp.json()
+            arm = str(data.get("arm", "-"))
+            version = str((data.get("model") or {}).get("version", "-"))
+            occupied = bool(data["predictions"][-1]["occupied"])
+        return Answer(started, latency, resp.status_code, arm, version, occupied, label)
+
+    def _run(self) -> None:
+        interval = 1.0 / self.rate
+        index = 0
+        with requests.Session() as session:
+            next_at = time.monotonic()
+            while not self._stop.is_set() and self.stats.sent < self.max_requests:
+                self.stats.answers.append(self._send(session, index))
+                index = (index + 1) % len(self.frame)  # the room's week again, from the start
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                else:
+                    next_at = time.monotonic()  # behind: do not burst to catch up
+
+    def start(self) -> Replay:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> ReplayStats:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return self.stats
+
+    def __enter__(self) -> Replay:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
