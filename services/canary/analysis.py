@@ -1,0 +1,272 @@
+"""The canary analysis as pure functions: the PromQL per check, the divergence of two probability
+histograms (PSI and KS from cumulative Prometheus buckets), and the verdict.
+
+Nothing here talks to a server: :func:`collect` takes any ``query(promql) -> [(labels, value)]``
+function, so the same code runs against a real Prometheus and in unit tests with hand-made numbers.
+
+Checks (each canary against the champion, over the same window when the champion had traffic in it):
+
+- ``error_ratio``: server errors (``kind="server"``) / requests of the canary arm; fails above
+  ``max(max_error_ratio, champion's ratio + error_ratio_margin)``.
+- ``p95_latency``: the canary's p95 request duration; fails above
+  ``max_p95_latency_ratio × champion's p95 + p95_latency_slack_ms``.
+- ``psi`` and ``ks``: population stability index and Kolmogorov-Smirnov distance of the predicted
+  probabilities (the ``occupancy_serving_probability`` histogram buckets), fail above ``max_psi`` /
+  ``max_ks``.
+
+Fewer than ``min_requests`` canary requests in the window: "not enough traffic", the verdict is
+``None`` (neither pass nor fail). A failed check fails the analysis even when another one could not
+be computed; a check without data (NaN) is otherwise ``None`` too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from services.canary.settings import CanarySettings
+
+PSI_EPSILON = 1e-4
+"""Floor of a bin's share in the PSI, so that an empty bin costs a finite amount."""
+
+Sample = tuple[Mapping[str, str], float]
+Query = Callable[[str], Sequence[Sample]]
+"""``query(promql)`` → the instant vector as ``(labels, value)`` pairs (NaN and ±Inf as floats)."""
+
+CHECKS = ("error_ratio", "p95_latency", "psi", "ks")
+
+
+def _selector(**labels: str) -> str:
+    """``{a="x",b="y"}`` with the values escaped for PromQL."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return "{" + ",".join(f"{name}={quoted(value)}" for name, value in labels.items()) + "}"
+
+
+@dataclass(frozen=True)
+class ArmQueries:
+    """The PromQL of one arm (restricted by endpoint, arm and model version) over ``[window s]``."""
+
+    requests: str
+    server_errors: str
+    p95_seconds: str
+    probability_buckets: str
+
+
+def arm_queries(endpoint: str, arm: str, model_version: str, window_seconds: int) -> ArmQueries:
+    sel = _selector(endpoint=endpoint, arm=arm, model_version=model_version)
+    errors = _selector(endpoint=endpoint, arm=arm, model_version=model_version, kind="server")
+    w = f"[{int(window_seconds)}s]"
+    return ArmQueries(
+        requests=f"sum(increase(occupancy_serving_requests_total{sel}{w}))",
+        server_errors=f"sum(increase(occupancy_serving_errors_total{errors}{w}))",
+        p95_seconds=(
+            "histogram_quantile(0.95, sum by (le) "
+            f"(increase(occupancy_serving_request_duration_seconds_bucket{sel}{w})))"
+        ),
+        probability_buckets=f"sum by (le) (increase(occupancy_serving_probability_bucket{sel}{w}))",
+    )
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """What Prometheus says about one arm over one window."""
+
+    arm: str
+    model_version: str
+    window_seconds: int
+    requests: float
+    server_errors: float
+    p95_seconds: float
+    buckets: dict[float, float] = field(default_factory=dict)
+    """Cumulative count per upper bound ``le`` (``math.inf`` for ``+Inf``)."""
+
+    @property
+    def error_ratio(self) -> float:
+        if not math.isfinite(self.requests) or self.requests <= 0:
+            return math.nan
+        errors = self.server_errors if math.isfinite(self.server_errors) else 0.0
+        return min(1.0, max(0.0, errors) / self.requests)
+
+
+def _scalar(samples: Sequence[Sample], empty: float) -> float:
+    """The one value of an aggregated query; ``empty`` when it has no series (nothing happened)."""
+    if not samples:
+        return empty
+    return float(samples[0][1])
+
+
+def _le(text: str) -> float:
+    return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+
+
+def collect(query: Query, endpoint: str, arm: str, model_version: str, window_seconds: int) -> ArmStats:
+    """Run the queries of one arm and put the answers together."""
+    q = arm_queries(endpoint, arm, model_version, window_seconds)
+    buckets: dict[float, float] = {}
+    for labels, value in query(q.probability_buckets):
+        if "le" in labels:
+            buckets[_le(labels["le"])] = float(value)
+    return ArmStats(
+        arm=arm,
+        model_version=model_version,
+        window_seconds=int(window_seconds),
+        requests=_scalar(query(q.requests), 0.0),
+        server_errors=_scalar(query(q.server_errors), 0.0),
+        p95_seconds=_scalar(query(q.p95_seconds), math.nan),
+        buckets=buckets,
+    )
+
+
+# ---------------------------------------------------------------------------------- divergence
+def bin_counts(cumulative: Mapping[float, float], bounds: Sequence[float]) -> list[float]:
+    """Counts per bin ``(bounds[i-1], bounds[i]]`` from cumulative bucket counts.
+
+    Bounds missing in ``cumulative`` take the count of the nearest lower bound present (a cumulative
+    histogram is a step function); NaN counts are 0; the cumulative counts are made non-decreasing
+    (``increase()`` extrapolates every bucket on its own, so neighbours can disagree slightly).
+    """
+    known = sorted((le, v if math.isfinite(v) else 0.0) for le, v in cumulative.items())
+    counts: list[float] = []
+    running = 0.0
+    previous = 0.0
+    i = 0
+    for bound in bounds:
+        while i < len(known) and known[i][0] <= bound:
+            running = max(running, known[i][1])
+            i += 1
+        counts.append(max(0.0, running - previous))
+        previous = running
+    return counts
+
+
+def _shares(a: Mapping[float, float], b: Mapping[float, float]) -> tuple[list[float], list[float]] | None:
+    bounds = sorted(set(a) | set(b))
+    ca, cb = bin_counts(a, bounds), bin_counts(b, bounds)
+    ta, tb = sum(ca), sum(cb)
+    if ta <= 0 or tb <= 0:
+        return None
+    return [c / ta for c in ca], [c / tb for c in cb]
+
+
+def psi(expected: Mapping[float, float], actual: Mapping[float, float]) -> float:
+    """Population stability index Σ (a − e)·ln(a / e) over the bins; NaN when either side is empty."""
+    shares = _shares(expected, actual)
+    if shares is None:
+        return math.nan
+    total = 0.0
+    for e, a in zip(*shares, strict=True):
+        e, a = max(e, PSI_EPSILON), max(a, PSI_EPSILON)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def ks(expected: Mapping[float, float], actual: Mapping[float, float]) -> float:
+    """Largest distance between the two cumulative distributions at the bucket bounds; NaN when empty."""
+    shares = _shares(expected, actual)
+    if shares is None:
+        return math.nan
+    distance = fa = fb = 0.0
+    for sa, sb in zip(*shares, strict=True):
+        fa += sa
+        fb += sb
+        distance = max(distance, abs(fa - fb))
+    return distance
+
+
+# ---------------------------------------------------------------------------------- verdict
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    value: float
+    threshold: float
+    passed: bool | None
+    """None: could not be computed (no data)."""
+    detail: str
+
+    def describe(self) -> str:
+        return f"{self.name}={self.value:.4g} (threshold {self.threshold:.4g}): {self.detail}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool | None
+    """True: every check passed; False: at least one failed; None: not enough traffic or data."""
+    checks: list[CheckResult]
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.passed is False]
+
+    def summary(self) -> str:
+        if self.passed is None:
+            missing = [c for c in self.checks if c.passed is None]
+            return "not enough traffic: " + "; ".join(c.detail for c in missing)
+        if self.passed:
+            return "passed: " + ", ".join(f"{c.name}={c.value:.3g}" for c in self.checks)
+        return "failed: " + "; ".join(c.describe() for c in self.failed)
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    canary: ArmStats
+    champion: ArmStats | None
+    """None when there is no champion traffic to compare with (the relative checks are then None)."""
+
+
+def _compare(name: str, value: float, threshold: float, unit: str = "") -> CheckResult:
+    if math.isnan(value) or math.isnan(threshold):
+        return CheckResult(name, value, threshold, None, f"no {name} data in the window")
+    ok = value <= threshold
+    relation = "≤" if ok else ">"
+    return CheckResult(name, value, threshold, ok, f"{value:.4g}{unit} {relation} {threshold:.4g}{unit}")
+
+
+def judge(results: AnalysisInput, settings: CanarySettings) -> Verdict:
+    """The verdict of one analysis (pure: same input, same verdict)."""
+    canary, champion = results.canary, results.champion
+    requests = canary.requests if math.isfinite(canary.requests) else 0.0
+    if requests < settings.min_requests:
+        traffic = CheckResult(
+            "traffic",
+            requests,
+            settings.min_requests,
+            None,
+            f"canary answered {requests:.0f} requests in {canary.window_seconds} s, "
+            f"{settings.min_requests} needed",
+        )
+        return Verdict(None, [traffic])
+    checks: list[CheckResult] = []
+
+    champion_ratio = champion.error_ratio if champion else math.nan
+    threshold = settings.max_error_ratio
+    if not math.isnan(champion_ratio):
+        threshold = max(threshold, champion_ratio + settings.error_ratio_margin)
+    checks.append(_compare("error_ratio", canary.error_ratio, threshold))
+
+    champion_p95 = champion.p95_seconds if champion else math.nan
+    if champion_p95 is not None and math.isfinite(champion_p95):
+        slack = settings.p95_latency_slack_ms / 1000
+        latency_threshold = settings.max_p95_latency_ratio * champion_p95 + slack
+    else:
+        latency_threshold = math.nan
+    p95 = canary.p95_seconds if math.isfinite(canary.p95_seconds) else math.nan
+    latency = _compare("p95_latency", p95, latency_threshold, " s")
+    if latency.passed is None and champion is None:
+        latency = CheckResult("p95_latency", p95, math.nan, None, "no champion traffic to compare with")
+    checks.append(latency)
+
+    for name, fn, limit in (("psi", psi, settings.max_psi), ("ks", ks, settings.max_ks)):
+        if champion is None:
+            checks.append(CheckResult(name, math.nan, limit, None, "no champion traffic to compare with"))
+        else:
+            checks.append(_compare(name, fn(champion.buckets, canary.buckets), limit))
+
+    if any(c.passed is False for c in checks):
+        return Verdict(False, checks)
+    if any(c.passed is None for c in checks):
+        return Verdict(None, checks)
+    return Verdict(True, checks)

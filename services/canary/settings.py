@@ -1,0 +1,144 @@
+"""The canary controller's configuration: a YAML file (the chart mounts one) overridden by environment
+variables.
+
+Every key has a default; ``OCCUPANCY_CANARY_<KEY>`` (upper case) overrides the file, e.g.
+``OCCUPANCY_CANARY_ANALYSIS_INTERVAL_SECONDS=10``. List values from the environment are comma-separated.
+A bad file or value fails at start with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "OCCUPANCY_CANARY_"
+CONFIG_ENV = "OCCUPANCY_CANARY_CONFIG"
+"""Environment variable naming the YAML file (the ``--config`` option wins over it)."""
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who wrote the configuration."""
+
+
+class CanarySettings(BaseModel):
+    """Which model the controller rolls out, in which steps, and how a step is judged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str = Field("Occupancy", min_length=1)
+    """ClearML project of the model registry (its events live in ``<project>/.registry``)."""
+    model_name: str = Field("occupancy-mlp", min_length=1)
+    """Registry name of the model (one registry per model name)."""
+    service_id: str = ""
+    """The clearml-serving service task; empty: the one named ``service_name`` in ``project``."""
+    service_name: str = Field("occupancy-serving", min_length=1)
+    steps: list[float] = Field(default_factory=lambda: [0.10, 0.25, 0.50, 1.00], min_length=1)
+    """Canary traffic share per step, strictly increasing, each in (0, 1]."""
+    poll_interval_seconds: float = Field(2.0, gt=0, le=3600)
+    """How often the registry is read and serving made to match it."""
+    analysis_interval_seconds: float = Field(30.0, ge=1, le=86400)
+    """Length of one analysis window; a step is judged this long after it started (or the last analysis)."""
+    passes_per_step: int = Field(1, ge=1, le=100)
+    """Consecutive passing analyses that move the canary to the next step (or promote it after the last)."""
+    failure_threshold: int = Field(2, ge=1, le=100)
+    """Failed analyses at one step that roll the canary back."""
+    prometheus_url: str = Field("http://127.0.0.1:9090", pattern=r"^https?://")
+    """Base URL of the Prometheus server that scrapes serving (its HTTP API ``/api/v1/query``)."""
+    query_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    endpoint: str = Field("occupancy", min_length=1)
+    """Public serving endpoint whose metrics are judged (the ``endpoint`` label)."""
+    max_error_ratio: float = Field(0.05, ge=0, le=1)
+    """The canary fails when its server-error ratio exceeds this ..."""
+    error_ratio_margin: float = Field(0.01, ge=0, le=1)
+    """... and also the champion's ratio plus this margin (an ailing champion is not the canary's fault)."""
+    max_p95_latency_ratio: float = Field(2.0, ge=1)
+    """The canary's p95 latency may be at most this many times the champion's ..."""
+    p95_latency_slack_ms: float = Field(20.0, ge=0)
+    """... plus this absolute slack (sub-millisecond latencies double from noise alone)."""
+    max_psi: float = Field(0.25, gt=0)
+    """Population stability index of the predicted probabilities, canary against champion."""
+    max_ks: float = Field(0.2, gt=0, le=1)
+    """Kolmogorov-Smirnov distance of the predicted probabilities (over the histogram buckets)."""
+    min_requests: int = Field(30, ge=1)
+    """Requests each arm needs in the window; below it the analysis is "not enough traffic"."""
+    host: str = "0.0.0.0"
+    port: int = Field(9092, ge=0, le=65535)
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz`` (0: a free port)."""
+    log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increasing(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in steps):
+            raise ValueError("every step must be a traffic share in (0, 1], e.g. 0.1 for 10 %")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("steps must be strictly increasing")
+        return steps
+
+    @property
+    def window_seconds(self) -> int:
+        """The PromQL range of one analysis, whole seconds."""
+        return max(1, round(self.analysis_interval_seconds))
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    fields = CanarySettings.model_fields
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise ConfigError(f"{key}: unknown setting {name!r} (known: {', '.join(sorted(fields))})")
+        if str(fields[name].annotation).startswith("list"):
+            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            values[name] = raw
+    return values
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"configuration file {path} must hold a mapping of settings, not {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def load_settings(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> CanarySettings:
+    """Defaults ← YAML file (``path`` or ``$OCCUPANCY_CANARY_CONFIG``) ← environment ← ``overrides``."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    values: dict[str, Any] = _from_file(path) if path else {}
+    values.update(_from_env(environ))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    source = f" in {path}" if path else ""
+    try:
+        return CanarySettings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(root)"
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(sorted(CanarySettings.model_fields))
+                problems.append(f"{key}: unknown setting (known: {known})")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"bad canary configuration{source}: " + "; ".join(problems)) from None

@@ -1,0 +1,164 @@
+"""The canary analysis on hand-made numbers: PromQL text, PSI/KS from cumulative buckets (empty,
+zero, NaN and non-monotonic ones included), and the verdict of each check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.canary.analysis import (
+    AnalysisInput,
+    ArmStats,
+    arm_queries,
+    bin_counts,
+    collect,
+    judge,
+    ks,
+    psi,
+)
+from services.canary.settings import CanarySettings
+
+BOUNDS = [round(0.05 * i, 2) for i in range(1, 21)] + [math.inf]  # the serving histogram's buckets
+
+
+def cumulative(per_bin: list[float]) -> dict[float, float]:
+    """Cumulative buckets over BOUNDS from counts per bin (missing trailing bins are empty)."""
+    per_bin = per_bin + [0.0] * (len(BOUNDS) - len(per_bin))
+    out, total = {}, 0.0
+    for bound, count in zip(BOUNDS, per_bin, strict=True):
+        total += count
+        out[bound] = total
+    return out
+
+
+BIMODAL = cumulative([300, 40, 10, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 10, 40, 200])
+SHIFTED = cumulative([30, 10, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 10, 100, 500])
+
+
+def arm(name="canary", requests=100.0, errors=0.0, p95=0.004, buckets=None, version="2"):
+    return ArmStats(name, version, 30, requests, errors, p95, dict(BIMODAL if buckets is None else buckets))
+
+
+SETTINGS = CanarySettings(min_requests=30)
+
+
+def test_queries_restrict_arm_version_endpoint_and_window():
+    q = arm_queries("occupancy", "canary", "7", 30)
+    sel = '{endpoint="occupancy",arm="canary",model_version="7"}'
+    assert q.requests == f"sum(increase(occupancy_serving_requests_total{sel}[30s]))"
+    assert q.server_errors == (
+        "sum(increase(occupancy_serving_errors_total"
+        '{endpoint="occupancy",arm="canary",model_version="7",kind="server"}[30s]))'
+    )
+    assert q.p95_seconds.startswith("histogram_quantile(0.95, sum by (le) (increase(")
+    assert f"occupancy_serving_request_duration_seconds_bucket{sel}[30s]" in q.p95_seconds
+    assert q.probability_buckets == f"sum by (le) (increase(occupancy_serving_probability_bucket{sel}[30s]))"
+    assert 'endpoint="a\\"b"' in arm_queries('a"b', "canary", "1", 5).requests, "label values are escaped"
+
+
+def test_collect_reads_scalars_buckets_and_missing_series():
+    answers = {
+        "requests": [({}, 120.0)],
+        "server_errors": [],  # no error series at all: no errors
+        "p95_seconds": [({}, math.nan)],
+        "probability_buckets": [({"le": "0.5"}, 10.0), ({"le": "+Inf"}, 30.0), ({"le": "1.0"}, 30.0)],
+    }
+    queries = arm_queries("occupancy", "champion", "1", 10)
+    by_text = {getattr(queries, k): v for k, v in answers.items()}
+    stats = collect(lambda text: by_text[text], "occupancy", "champion", "1", 10)
+    assert (stats.requests, stats.server_errors) == (120.0, 0.0)
+    assert math.isnan(stats.p95_seconds)
+    assert stats.buckets == {0.5: 10.0, 1.0: 30.0, math.inf: 30.0}
+    empty = collect(lambda text: [], "occupancy", "canary", "2", 10)
+    assert empty.requests == 0 and math.isnan(empty.p95_seconds) and empty.buckets == {}
+    assert math.isnan(empty.error_ratio)
+
+
+def test_bin_counts_tolerate_nan_gaps_and_non_monotonic_buckets():
+    assert bin_counts({0.5: 3, 1.0: 5, math.inf: 5}, [0.5, 1.0, math.inf]) == [3, 2, 0]
+    # NaN counts as 0; a bound missing on one side takes the lower neighbour's cumulative count
+    assert bin_counts({0.5: math.nan, math.inf: 4}, [0.25, 0.5, 1.0, math.inf]) == [0, 0, 0, 4]
+    # increase() extrapolates each bucket alone: a cumulative count may dip, never a negative bin
+    dip = bin_counts({0.5: 5.2, 1.0: 5.0, math.inf: 6.0}, [0.5, 1.0, math.inf])
+    assert dip == pytest.approx([5.2, 0, 0.8])
+
+
+def test_psi_and_ks_of_identical_scaled_and_shifted_distributions():
+    assert psi(BIMODAL, BIMODAL) == pytest.approx(0.0)
+    assert ks(BIMODAL, BIMODAL) == pytest.approx(0.0)
+    tenth = {le: v / 10 for le, v in BIMODAL.items()}
+    assert psi(BIMODAL, tenth) == pytest.approx(0.0), "shares matter, not the traffic volume"
+    assert psi(BIMODAL, SHIFTED) > 1.0
+    assert ks(BIMODAL, SHIFTED) == pytest.approx(0.5, abs=0.05)
+    assert psi(BIMODAL, SHIFTED) == pytest.approx(psi(SHIFTED, BIMODAL)), "PSI is symmetric"
+
+
+def test_psi_of_a_bin_empty_on_one_side_is_finite():
+    only_low = cumulative([100])
+    only_high = cumulative([0] * 19 + [100])
+    assert math.isfinite(psi(only_low, only_high)) and psi(only_low, only_high) > 10
+    assert ks(only_low, only_high) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("empty", [{}, cumulative([]), {0.5: math.nan, math.inf: math.nan}])
+def test_psi_and_ks_without_data_are_nan(empty):
+    assert math.isnan(psi(BIMODAL, empty)) and math.isnan(psi(empty, BIMODAL))
+    assert math.isnan(ks(empty, BIMODAL))
+
+
+def test_a_healthy_canary_passes_every_check():
+    verdict = judge(AnalysisInput(arm(), arm("champion", version="1")), SETTINGS)
+    assert verdict.passed is True
+    assert [c.name for c in verdict.checks] == ["error_ratio", "p95_latency", "psi", "ks"]
+    assert all(c.passed for c in verdict.checks)
+    assert verdict.summary().startswith("passed: error_ratio=0")
+
+
+@pytest.mark.parametrize("requests", [0.0, 29.9, math.nan])
+def test_too_little_canary_traffic_is_neither_pass_nor_fail(requests):
+    verdict = judge(AnalysisInput(arm(requests=requests, errors=requests), arm("champion")), SETTINGS)
+    assert verdict.passed is None
+    assert verdict.checks[0].name == "traffic"
+    assert "30 needed" in verdict.summary()
+
+
+def test_errors_fail_against_the_absolute_ratio_or_the_champion_plus_margin():
+    verdict = judge(AnalysisInput(arm(errors=50), arm("champion")), SETTINGS)
+    assert verdict.passed is False
+    [failed] = verdict.failed
+    assert failed.name == "error_ratio" and failed.value == pytest.approx(0.5)
+    assert "error_ratio=0.5 (threshold 0.05)" in verdict.summary()
+    assert judge(AnalysisInput(arm(errors=5), arm("champion")), SETTINGS).passed is True, "5 % is allowed"
+    # a champion failing 20 % of its requests: a canary at 20.5 % is not worse than it
+    ailing = arm("champion", errors=20)
+    assert judge(AnalysisInput(arm(errors=20.5), ailing), SETTINGS).passed is True
+    assert judge(AnalysisInput(arm(errors=22), ailing), SETTINGS).failed[0].name == "error_ratio"
+
+
+def test_latency_is_relative_to_the_champion_with_an_absolute_slack():
+    champion = arm("champion", p95=0.010)
+    assert judge(AnalysisInput(arm(p95=0.039), champion), SETTINGS).passed is True  # 2 × 10 + 20 ms
+    slow = judge(AnalysisInput(arm(p95=0.041), champion), SETTINGS)
+    assert slow.passed is False and slow.failed[0].name == "p95_latency"
+    assert slow.failed[0].threshold == pytest.approx(0.040)
+
+
+def test_a_skewed_prediction_distribution_fails_psi_and_ks():
+    verdict = judge(AnalysisInput(arm(buckets=SHIFTED), arm("champion")), SETTINGS)
+    assert verdict.passed is False
+    assert {c.name for c in verdict.failed} == {"psi", "ks"}
+    assert "psi=" in verdict.summary() and "ks=" in verdict.summary()
+
+
+def test_missing_data_is_none_but_a_failure_still_fails():
+    no_latency = judge(AnalysisInput(arm(p95=math.nan), arm("champion")), SETTINGS)
+    assert no_latency.passed is None
+    assert [c.passed for c in no_latency.checks] == [True, None, True, True]
+    no_champion = judge(AnalysisInput(arm(), None), SETTINGS)
+    assert no_champion.passed is None
+    assert "no champion traffic" in no_champion.summary()
+    failing = judge(AnalysisInput(arm(errors=60), None), SETTINGS)
+    assert failing.passed is False, "the absolute error ratio needs no champion"
+    empty_champion = judge(AnalysisInput(arm(), arm("champion", buckets={}, p95=math.nan)), SETTINGS)
+    assert empty_champion.passed is None

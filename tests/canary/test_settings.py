@@ -1,0 +1,58 @@
+"""Canary controller configuration: YAML file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.canary.settings import ConfigError, load_settings
+
+
+def test_defaults_then_file_then_environment(tmp_path):
+    defaults = load_settings(environ={})
+    assert defaults.steps == [0.10, 0.25, 0.50, 1.00]
+    assert (defaults.poll_interval_seconds, defaults.analysis_interval_seconds) == (2.0, 30.0)
+    assert (defaults.passes_per_step, defaults.failure_threshold) == (1, 2)
+    assert (defaults.max_psi, defaults.max_ks, defaults.max_error_ratio) == (0.25, 0.2, 0.05)
+    path = tmp_path / "canary.yaml"
+    path.write_text("project: Rooms\nsteps: [0.2, 1.0]\nanalysis_interval_seconds: 10\nmax_psi: 0.3\n")
+    settings = load_settings(path, environ={"OCCUPANCY_CANARY_ANALYSIS_INTERVAL_SECONDS": "3"})
+    assert settings.project == "Rooms"
+    assert settings.steps == [0.2, 1.0]
+    assert settings.analysis_interval_seconds == 3.0, "the environment wins over the file"
+    assert settings.window_seconds == 3
+    env = {"OCCUPANCY_CANARY_CONFIG": str(path), "OCCUPANCY_CANARY_STEPS": "0.05, 0.5,1"}
+    settings = load_settings(environ=env)
+    assert settings.max_psi == 0.3, "the file is found through OCCUPANCY_CANARY_CONFIG"
+    assert settings.steps == [0.05, 0.5, 1.0]
+    assert load_settings(path, environ={}, port=0).port == 0, "explicit overrides win"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "named"),
+    [
+        ("poll_interval_seconds: -3\n", {}, "poll_interval_seconds"),
+        ("max_pis: 0.3\n", {}, "max_pis: unknown setting"),
+        ("steps: []\n", {}, "steps"),
+        ("steps: [0.5, 0.25]\n", {}, "strictly increasing"),
+        ("steps: [0.5, 1.5]\n", {}, "(0, 1]"),
+        ("steps: [0, 1]\n", {}, "(0, 1]"),
+        ("failure_threshold: 0\n", {}, "failure_threshold"),
+        ("prometheus_url: localhost:9090\n", {}, "prometheus_url"),
+        ("- a list\n", {}, "must hold a mapping"),
+        ("project: [unclosed\n", {}, "not valid YAML"),
+        ("", {"OCCUPANCY_CANARY_STEP": "0.1"}, "OCCUPANCY_CANARY_STEP: unknown setting 'step'"),
+        ("", {"OCCUPANCY_CANARY_PORT": "eighty"}, "port"),
+        ("", {"OCCUPANCY_CANARY_MAX_KS": "2"}, "max_ks"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path, text, env, named):
+    path = tmp_path / "canary.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ=env)
+    assert named in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
