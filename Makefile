@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test lint bench-server bench-model bench-loop clean local-server
+.PHONY: help install system-tools demo test lint bench-server bench-model bench-loop bench-serving clean local-server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,10 +20,32 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP) ## create .venv with the pinned packages
 
-demo: $(STAMP) ## run the loop on the local ClearML server (no cluster needed)
+# Debian's prometheus (tests, demo and benchmarks run a real one) and wrk (bench-serving's load
+# generator). As root (CI on a fresh Debian machine) a missing one is installed with apt-get;
+# otherwise make stops and says how. PROMETHEUS_BIN=/path/to/prometheus counts as installed.
+SYSTEM_TOOLS ?= prometheus wrk
+system-tools: ## install Debian's prometheus and wrk if missing (apt-get, as root)
+	@missing=""; \
+	for tool in $(SYSTEM_TOOLS); do \
+	  if [ "$$tool" = prometheus ] && [ -n "$$PROMETHEUS_BIN" ] && [ -x "$$PROMETHEUS_BIN" ]; then continue; fi; \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing with apt-get"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends$$missing; \
+	else \
+	  echo "error: missing$$missing (needed by tests, the demo and the benchmarks)." >&2; \
+	  echo "  install them as root: sudo apt-get update && sudo apt-get install -y$$missing" >&2; \
+	  echo "  (Debian/Ubuntu packages; or set PROMETHEUS_BIN to a prometheus 2.x binary)" >&2; \
+	  exit 1; \
+	fi
+
+demo: $(STAMP) system-tools ## run the loop on the local ClearML server (no cluster needed)
 	$(BIN)/occupancy-mlops demo
 
-test: $(STAMP) ## run every test (unit and integration against the local server)
+test: $(STAMP) system-tools ## run every test (unit and integration against the local server)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
@@ -37,8 +59,11 @@ bench-server: $(STAMP) ## local server: tasks.get_all over 10,000 tasks, dataset
 bench-model: $(STAMP) ## model quality: accuracy, F1, ROC-AUC and training time over 5 seeds
 	$(BIN)/python -m bench.bench_model
 
-bench-loop: $(STAMP) ## trigger latency: finalize → retrain queued (20 versions), → model gated (3 rounds)
+bench-loop: $(STAMP) system-tools ## trigger latency: finalize → retrain queued (20 versions), → model gated (3 rounds)
 	$(BIN)/python -m bench.bench_loop
+
+bench-serving: $(STAMP) system-tools ## req/s and p50/p99 at c=1, 8, 64: our endpoint vs bare FastAPI vs Keras-in-handler
+	$(BIN)/python -m bench.bench_serving
 
 local-server: $(STAMP) ## run the local ClearML server in the foreground on 127.0.0.1:8008
 	$(BIN)/occupancy-mlops local-server --data .local-server
