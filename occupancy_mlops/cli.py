@@ -9,12 +9,14 @@ import typer
 
 from services.labeling.cli import label_app
 from services.scheduler.cli import scheduler_app
+from services.serving.cli import serving_app
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False
 )
 app.add_typer(label_app, name="label")
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(serving_app, name="serving")
 
 
 @app.callback()

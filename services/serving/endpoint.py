@@ -1,0 +1,118 @@
+"""The occupancy endpoint's code inside clearml-serving's ``custom`` engine.
+
+clearml-serving downloads the preprocess artifact (``preprocess_shim.py``: one import of this
+module), instantiates :class:`Preprocess` once per endpoint and process, sets ``model_endpoint``
+and calls ``load`` with the model package extracted to a folder. Each request then runs
+``preprocess`` → ``process`` → ``postprocess`` synchronously on the event loop, so everything here
+is numpy: no pandas, no TensorFlow, no ClearML call.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.serving.context import current
+from services.serving.faults import FaultInjector
+from services.serving.features import feature_matrix
+from services.serving.metrics import NONE, get_metrics
+from services.serving.schema import Readings, RequestError, parse_readings
+from training.bundle import METADATA_FILE, ModelBundle
+
+FAULTS = FaultInjector.from_env()
+
+
+class InjectedFault(RuntimeError):
+    """An error the faults file asked for."""
+
+
+def find_bundle_folder(local_path: str | Path) -> Path:
+    """The folder holding ``metadata.json``: the extracted package itself or its only sub-folder."""
+    path = Path(local_path)
+    if path.is_file():
+        path = path.parent
+    if (path / METADATA_FILE).is_file():
+        return path
+    found = sorted(path.rglob(METADATA_FILE))
+    if len(found) == 1:
+        return found[0].parent
+    raise FileNotFoundError(f"{local_path}: no model folder ({METADATA_FILE}) in the model package")
+
+
+class Preprocess:
+    """One endpoint's model and lineage (``occupancy/champion`` or ``occupancy/canary``)."""
+
+    model_endpoint: Any  # set by clearml-serving before ``load``
+
+    def __init__(self) -> None:
+        self.bundle: ModelBundle | None = None
+        self.arm = NONE
+        self.model_version = NONE
+        self.lineage: dict[str, Any] = {"id": None, "version": None, "dataset_id": None}
+        self.threshold = 0.5
+        self.metrics = get_metrics()
+
+    def load(self, local_path: str) -> ModelBundle:
+        endpoint = getattr(self, "model_endpoint", None)
+        aux = dict(getattr(endpoint, "auxiliary_cfg", None) or {})
+        self.arm = str(aux.get("arm") or NONE)
+        self.model_version = str(aux.get("model_version") or NONE)
+        if not local_path:
+            raise FileNotFoundError(f"no model for endpoint arm {self.arm}")
+        bundle = ModelBundle.load(find_bundle_folder(local_path))
+        self.bundle = bundle
+        self.threshold = float(bundle.metadata.get("threshold", 0.5))
+        self.lineage = {
+            "id": getattr(endpoint, "model_id", None),
+            "version": self.model_version,
+            "dataset_id": bundle.metadata.get("dataset_id"),
+        }
+        return bundle
+
+    def preprocess(
+        self, body: Any, state: dict[str, Any], collect_custom_statistics_fn: Any = None
+    ) -> Readings:
+        info = current()
+        if info is not None:
+            info.arm, info.model_version = self.arm, self.model_version
+        fault = FAULTS.get(self.arm)
+        if fault is not None:
+            if fault.delay_ms and info is not None:
+                info.delay_seconds = fault.delay_ms / 1000.0
+            if fault.error_ratio and random.random() < fault.error_ratio:
+                message = f"injected fault in arm {self.arm} (error_ratio {fault.error_ratio:g})"
+                if info is not None:
+                    info.fail("injected_fault", 500, message)
+                raise InjectedFault(message)
+        try:
+            return parse_readings(body)
+        except RequestError as exc:
+            if info is not None:
+                info.fail("validation", 422, str(exc))
+            raise
+
+    def process(self, data: Readings, state: dict[str, Any], collect_custom_statistics_fn: Any = None) -> Any:
+        try:
+            if self.bundle is None:
+                raise RuntimeError("no model loaded")
+            proba = self.bundle.portable.predict_proba(feature_matrix(data, self.bundle.schema))
+            if not np.all(np.isfinite(proba)):
+                raise FloatingPointError("the model returned a non-finite probability")
+        except Exception as exc:
+            info = current()
+            if info is not None:
+                info.fail("model_error", 500, f"model error: {type(exc).__name__}: {exc}")
+            raise
+        return data, proba
+
+    def postprocess(self, data: Any, state: dict[str, Any], collect_custom_statistics_fn: Any = None) -> dict:
+        readings, proba = data
+        self.metrics.predicted(self.arm, self.model_version, proba, self.threshold)
+        predictions = [
+            {"date": date, "occupied": bool(p >= self.threshold), "probability": round(float(p), 6)}
+            for date, p in zip(readings.dates, proba.tolist(), strict=True)
+        ]
+        return {"predictions": predictions, "model": self.lineage, "arm": self.arm}

@@ -1,0 +1,136 @@
+"""Prometheus metrics of the occupancy endpoint, correct with several uvicorn workers.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (the launcher sets it to a fresh folder before uvicorn starts,
+so before ``prometheus_client`` is imported) every worker writes its values to files there and
+``/metrics`` on any worker sums all of them (:class:`MultiProcessCollector`). Without it the
+metrics live in a registry of their own (tests, one process).
+
+Labels: ``endpoint`` (public name), ``arm`` ("champion", "canary", "none" before routing),
+``model_version`` ("none" before routing). Children are cached per label set: a request costs
+dictionary look-ups and a few shared-memory increments.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+ENDPOINT = "occupancy"
+NONE = "none"
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05, 0.10, ..., 0.95, 1.0
+CLIENT_CAUSES = ("validation", "malformed_body", "content_type", "body_too_large", "not_found")
+SERVER_CAUSES = ("model_error", "injected_fault", "internal")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ServingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        # multiprocess: the values live in files; the metric objects need no registry of their own
+        self.registry = None if self.multiprocess else (registry or CollectorRegistry())
+        r = self.registry
+        labels = ["endpoint", "arm", "model_version"]
+        self.requests = Counter(
+            "occupancy_serving_requests",
+            "Requests to the endpoint (every answer, good or bad)",
+            labels,
+            registry=r,
+        )
+        self.errors = Counter(
+            "occupancy_serving_errors",
+            'Failed requests, by cause; kind "client" (4xx) or "server" (5xx)',
+            [*labels, "cause", "kind"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "occupancy_serving_request_duration_seconds",
+            "Time from the request's arrival to the last byte of the answer",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "occupancy_serving_predictions",
+            "Predicted readings, by predicted class",
+            [*labels, "occupied"],
+            registry=r,
+        )
+        self.probability = Histogram(
+            "occupancy_serving_probability",
+            "Predicted occupancy probability per reading",
+            labels,
+            buckets=PROBABILITY_BUCKETS,
+            registry=r,
+        )
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._bounds = np.array([*PROBABILITY_BUCKETS, float("inf")])
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric._name, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def request(
+        self, arm: str, version: str, seconds: float, cause: str | None = None, kind: str | None = None
+    ) -> None:
+        """One finished request (``cause``/``kind`` for an error)."""
+        self._child(self.requests, ENDPOINT, arm, version).inc()
+        self._child(self.duration, ENDPOINT, arm, version).observe(seconds)
+        if cause is not None:
+            self._child(self.errors, ENDPOINT, arm, version, cause, kind or "server").inc()
+
+    def predicted(self, arm: str, version: str, probabilities: np.ndarray, threshold: float = 0.5) -> None:
+        """The readings a request predicted: counts by class and the probability histogram."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        if not len(p):
+            return
+        occupied = int(np.count_nonzero(p >= threshold))
+        if occupied:
+            self._child(self.predictions, ENDPOINT, arm, version, "true").inc(occupied)
+        if len(p) - occupied:
+            self._child(self.predictions, ENDPOINT, arm, version, "false").inc(len(p) - occupied)
+        child = self._child(self.probability, ENDPOINT, arm, version)
+        if len(p) == 1:
+            child.observe(float(p[0]))
+            return
+        # many readings: one increment per bucket instead of one observe per reading (the buckets
+        # of prometheus_client hold per-bucket counts; it accumulates them when collected)
+        counts = np.bincount(np.searchsorted(self._bounds, p, side="left"), minlength=len(self._bounds))
+        for i, count in enumerate(counts):
+            if count:
+                child._buckets[i].inc(int(count))
+        child._sum.inc(float(p.sum()))
+
+
+def render(metrics: ServingMetrics) -> bytes:
+    """The text exposition: every worker's values summed in multiprocess mode."""
+    if metrics.multiprocess:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    assert metrics.registry is not None
+    return generate_latest(metrics.registry)
+
+
+_METRICS: ServingMetrics | None = None
+
+
+def get_metrics() -> ServingMetrics:
+    """The process's metrics (one set per process: the middleware and the Preprocess share it)."""
+    global _METRICS
+    if _METRICS is None:
+        _METRICS = ServingMetrics()
+    return _METRICS
