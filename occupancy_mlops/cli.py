@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from services.canary.cli import canary_app
 from services.labeling.cli import label_app
 from services.scheduler.cli import scheduler_app
 from services.serving.cli import serving_app
@@ -17,6 +18,7 @@ app = typer.Typer(
 app.add_typer(label_app, name="label")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(serving_app, name="serving")
+app.add_typer(canary_app, name="canary")
 
 
 @app.callback()

@@ -1,5 +1,6 @@
 """The loop's long-running services as child processes on this machine, for the demo, the loop
-benchmark and tests: the trigger scheduler (``python -m services.scheduler run``), as its pod runs it.
+benchmark and tests: the trigger scheduler (``python -m services.scheduler run``) and the canary
+controller (``python -m services.canary run``), as their pods run them.
 Agents: :func:`occupancy_mlops.agent.local_agent`."""
 
 from __future__ import annotations
@@ -77,5 +78,53 @@ def scheduler_process(
                     raise RuntimeError(f"the trigger scheduler did not start (see {log}):\n{tail}")
                 time.sleep(0.2)
             yield RunningScheduler(proc, log, found[-1])
+        finally:
+            stop_process_group(proc)
+
+
+@dataclass
+class RunningCanary:
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+
+def canary_env(settings: dict[str, Any]) -> dict[str, str]:
+    """``OCCUPANCY_CANARY_*`` variables for canary controller ``settings`` (lists comma-separated)."""
+    prefix = "OCCUPANCY_SCHEDULER_"
+    return {f"OCCUPANCY_CANARY_{k[len(prefix) :]}": v for k, v in scheduler_env(settings).items()}
+
+
+@contextmanager
+def canary_process(
+    env: dict[str, str], settings: dict[str, Any], log: Path, start_timeout: float = 120
+) -> Iterator[RunningCanary]:
+    """Run the canary controller (``python -m services.canary run``) until the block ends (SIGTERM,
+    then SIGKILL after 30 s); yields once it listens.
+
+    ``settings`` are controller settings (``services/canary/settings.py``: project, service_id,
+    prometheus_url, intervals, thresholds); ``port`` defaults to a free one.
+    """
+    full_env = {**os.environ, **env, **canary_env({"host": "127.0.0.1", "port": 0, **settings})}
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.canary", "run"],
+            env=full_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                found = LISTENING.findall(log.read_bytes()[offset:].decode(errors="replace"))
+                if found:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_bytes()[offset:].decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"the canary controller did not start (see {log}):\n{tail}")
+                time.sleep(0.1)
+            yield RunningCanary(proc, log, found[-1])
         finally:
             stop_process_group(proc)

@@ -1,0 +1,183 @@
+"""The canary controller process: the reconciliation loop in a thread, ``/metrics``, ``/healthz`` and
+``/readyz`` over HTTP (Starlette + uvicorn); SIGTERM or SIGINT finish the current pass and stop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.canary.metrics import CanaryMetrics
+from services.canary.reconcile import ArmSpec, PrometheusAnalyzer, Reconciler
+from services.canary.settings import CanarySettings, ConfigError
+
+log = logging.getLogger("occupancy.canary")
+READY_WINDOW_SECONDS = 10.0
+
+
+class DeployServing:
+    """Serving configuration through ``services.serving.deploy.apply_arms`` on the service task."""
+
+    def __init__(self, service_id: str) -> None:
+        from services.serving import deploy
+
+        self.deploy = deploy
+        self.service_id = service_id
+
+    def apply(self, champion: ArmSpec | None, canary: ArmSpec | None, canary_weight: float) -> bool:
+        def arm(spec: ArmSpec | None) -> Any:
+            return None if spec is None else self.deploy.Arm(spec.model_id, spec.model_version)
+
+        return bool(self.deploy.apply_arms(self.service_id, arm(champion), arm(canary), canary_weight))
+
+
+def resolve_service(settings: CanarySettings) -> str:
+    """The serving service task id: configured, or found by name (``occupancy-mlops serving setup``)."""
+    if settings.service_id:
+        return settings.service_id
+    from services.serving import deploy
+
+    found = deploy.find_service(settings.project, settings.service_name)
+    if not found:
+        raise ConfigError(
+            f"service_id: no serving service {settings.service_name!r} in project {settings.project!r}; "
+            "run `occupancy-mlops serving setup` first or set service_id"
+        )
+    return str(found)
+
+
+class CanaryLoop:
+    """Runs a pass every ``poll_interval_seconds`` until stopped; remembers when it last read the registry."""
+
+    def __init__(self, reconciler: Reconciler, settings: CanarySettings) -> None:
+        self.reconciler = reconciler
+        self.settings = settings
+        self.metrics = reconciler.metrics
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="canary-loop", daemon=True)
+        self.last_read: float | None = None
+        self.last_error: str | None = None
+
+    def poll_once(self) -> None:
+        started = time.monotonic()
+        try:
+            result = self.reconciler.poll()
+        except Exception as exc:  # the registry could not be read: nothing decided, next pass retries
+            self.metrics.polls.labels(outcome="error").inc()
+            self.metrics.failures.labels(stage="registry").inc()
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("pass failed: %s", self.last_error)
+            return
+        finally:
+            self.metrics.poll_duration.observe(time.monotonic() - started)
+        self.last_read = time.time()
+        if result.errors:
+            self.metrics.polls.labels(outcome="partial").inc()
+            self.last_error = result.errors[-1]
+        else:
+            self.metrics.polls.labels(outcome="ok").inc()
+            self.metrics.last_success.set(self.last_read)
+            self.last_error = None
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            self.poll_once()
+            self.stop_event.wait(self.settings.poll_interval_seconds)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """A pass read the registry within the last three intervals (at least the last 10 s)."""
+        window = max(3 * self.settings.poll_interval_seconds, READY_WINDOW_SECONDS)
+        return self.last_read is not None and time.time() - self.last_read <= window
+
+
+def create_app(loop: CanaryLoop) -> Starlette:
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(loop.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        alive = loop.thread.is_alive()
+        return JSONResponse(
+            {"status": "ok" if alive else "poll loop stopped"}, status_code=200 if alive else 503
+        )
+
+    async def readyz(_: Request) -> Response:
+        verdict = loop.reconciler.last_verdict
+        body = {
+            "ready": loop.ready,
+            "last_read": loop.last_read,
+            "last_error": loop.last_error,
+            "last_verdict": verdict.summary() if verdict else None,
+        }
+        return JSONResponse(body, status_code=200 if loop.ready else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        loop.start()
+        try:
+            yield
+        finally:
+            log.info("stopping: finishing the current pass")
+            loop.stop()
+            log.info("stopped")
+
+    return Starlette(
+        routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)],
+        lifespan=lifespan,
+    )
+
+
+def build_reconciler(settings: CanarySettings) -> Reconciler:
+    from occupancy_mlops.prometheus import PromClient
+    from training.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.project, settings.model_name)
+    serving = DeployServing(resolve_service(settings))
+    prom = PromClient(settings.prometheus_url, timeout=settings.query_timeout_seconds)
+    return Reconciler(registry, serving, PrometheusAnalyzer(prom.query, settings), settings, CanaryMetrics())
+
+
+def serve(settings: CanarySettings) -> None:
+    """Find the serving service, then reconcile and serve HTTP until SIGTERM/SIGINT."""
+    reconciler = build_reconciler(settings)
+    loop = CanaryLoop(reconciler, settings)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    host, port = sock.getsockname()[:2]
+    assert isinstance(reconciler.serving, DeployServing)
+    log.info(
+        "rolling out %s models of %s on serving task %s in steps %s, judged every %.0f s by %s; "
+        "metrics on http://%s:%d/metrics",
+        settings.model_name,
+        settings.project,
+        reconciler.serving.service_id,
+        "/".join(f"{s:.0%}" for s in settings.steps),
+        settings.analysis_interval_seconds,
+        settings.prometheus_url,
+        host,
+        port,
+    )
+    config = uvicorn.Config(
+        create_app(loop), log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=5
+    )
+    uvicorn.Server(config).run(sockets=[sock])

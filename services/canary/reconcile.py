@@ -1,0 +1,409 @@
+"""One pass of the canary controller: read the registry, decide, apply. Level-triggered.
+
+The model registry (``training/registry.py``) is the only state: which model is champion, which is
+the canary, at which step and weight, with how many passing and failed analyses, paused or not. A
+pass does, in this order:
+
+1. **Start**: no canary and candidates waiting → the newest candidate becomes the canary at
+   ``steps[0]`` (older waiting ones are rolled back as "superseded").
+2. **Serve**: the serving configuration is recomputed from the state and written when it differs
+   (``apply_arms``). Every pass, whatever happened before: a promote or rollback is one registry
+   event, and serving follows it on the next pass at the latest, also after a crash or a manual
+   transition made with the CLI. Nothing can be "stuck promoting".
+3. **Judge** (canary not paused, one analysis interval after the step started or the registry's
+   last event, whichever is later): the canary against the champion over the last interval
+   (``analysis.py``). Pass → ``passes + 1``; at ``passes_per_step`` → next step (weight), or promote
+   after the last step. Fail → ``failures + 1`` (passes back to 0); at ``failure_threshold`` →
+   rollback with the failing checks in the reason. Not enough traffic → nothing is written; tried
+   again one interval later.
+
+Each decision is ONE registry transition, written only if the canary is still exactly as judged
+(a compare-and-set on the registry's own CAS loop): a concurrent pause, manual promote/rollback or a
+second controller make a stale decision a no-op instead of overwriting theirs. A controller killed at
+any point finds the same state on restart and carries on; timestamps come from the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from services.canary.analysis import AnalysisInput, Query, Verdict, collect, judge
+from services.canary.metrics import CanaryMetrics
+from services.canary.settings import CanarySettings
+from training.registry import CanaryState, RegistryState, TransitionRefused
+
+log = logging.getLogger("occupancy.canary")
+
+
+class Registry(Protocol):
+    """What the controller needs of :class:`training.registry.ModelRegistry`."""
+
+    def read(self) -> RegistryState: ...
+
+    def transition(
+        self, change: Callable[[RegistryState], RegistryState | None], reason: str
+    ) -> RegistryState: ...
+
+    def start_canary(self, model_id: str, weight: float, now: float) -> RegistryState: ...
+
+    def promote(self, model_id: str, reason: str) -> RegistryState: ...
+
+    def rollback(self, model_id: str, reason: str) -> RegistryState: ...
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    model_id: str
+    model_version: str
+
+
+class Serving(Protocol):
+    """Writes the serving configuration (``services.serving.deploy.apply_arms``); True when it wrote."""
+
+    def apply(self, champion: ArmSpec | None, canary: ArmSpec | None, canary_weight: float) -> bool: ...
+
+
+@dataclass
+class PassResult:
+    """What one pass saw and did (also printed by ``canary once``)."""
+
+    generation: int = 0
+    champion: str | None = None
+    canary: str | None = None
+    weight: float = 0.0
+    decisions: list[str] = field(default_factory=list)
+    serving_written: bool = False
+    verdict: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def version_label(state: RegistryState, model_id: str) -> str:
+    """The ``model_version`` label serving gives a model: its registry version number."""
+    version = state.versions.get(model_id)
+    return str(version) if version is not None else "none"
+
+
+def desired_arms(state: RegistryState) -> tuple[ArmSpec | None, ArmSpec | None, float]:
+    """The serving configuration the state asks for: champion, canary, canary weight."""
+    champion = ArmSpec(state.champion, version_label(state, state.champion)) if state.champion else None
+    if state.canary is None:
+        return champion, None, 0.0
+    canary = ArmSpec(state.canary.model_id, version_label(state, state.canary.model_id))
+    return champion, canary, float(state.canary.weight)
+
+
+class PrometheusAnalyzer:
+    """Collects both arms' numbers for one analysis from a Prometheus HTTP API (any ``Query``)."""
+
+    def __init__(self, query: Query, settings: CanarySettings) -> None:
+        self.query = query
+        self.settings = settings
+
+    def collect(self, state: RegistryState, now: float) -> AnalysisInput:
+        assert state.canary is not None
+        s = self.settings
+        window = s.window_seconds
+        canary = collect(
+            self.query, s.endpoint, "canary", version_label(state, state.canary.model_id), window
+        )
+        if not state.champion:
+            return AnalysisInput(canary, None)
+        champion_version = version_label(state, state.champion)
+        champion = collect(self.query, s.endpoint, "champion", champion_version, window)
+        if champion.requests < s.min_requests:
+            # the champion had (almost) no traffic in the window, e.g. at a 100 % step: compare with
+            # what it answered since the canary started (at the earlier steps)
+            baseline = max(window, math.ceil(now - state.canary.started_at))
+            if baseline > window:
+                champion = collect(self.query, s.endpoint, "champion", champion_version, baseline)
+        if champion.requests < s.min_requests:
+            return AnalysisInput(canary, None)
+        return AnalysisInput(canary, champion)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        registry: Registry,
+        serving: Serving,
+        analyzer: PrometheusAnalyzer | Any,
+        settings: CanarySettings,
+        metrics: CanaryMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.serving = serving
+        self.analyzer = analyzer
+        self.settings = settings
+        self.metrics = metrics or CanaryMetrics()
+        self.clock = clock
+        self._retry_at: dict[tuple[str, int, float], float] = {}
+        """After "not enough traffic": when to try again (memory only; losing it costs one early retry)."""
+        self.last_verdict: Verdict | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _decide(self, result: PassResult, decision: str, message: str, *args: Any) -> None:
+        self.metrics.decisions.labels(decision=decision).inc()
+        result.decisions.append(decision)
+        log.info(message, *args)
+
+    def step_weight(self, step: int) -> float:
+        steps = self.settings.steps
+        return steps[min(max(step, 0), len(steps) - 1)]
+
+    def is_last_step(self, canary: CanaryState) -> bool:
+        return canary.step >= len(self.settings.steps) - 1
+
+    def analysis_due_at(self, state: RegistryState) -> float:
+        """One interval after the step started or the registry's last event (a judged analysis writes
+        one), whichever is later; later still after a "not enough traffic"."""
+        assert state.canary is not None
+        canary = state.canary
+        since = max(canary.step_started_at, state.updated_at)
+        due = since + self.settings.analysis_interval_seconds
+        key = (canary.model_id, canary.step, canary.step_started_at)
+        return max(due, self._retry_at.get(key, 0.0))
+
+    @staticmethod
+    def _guarded(judged: CanaryState, **changes: Any) -> Callable[[RegistryState], RegistryState | None]:
+        """A transition changing the canary's progress only if it is still exactly as judged."""
+
+        def change(state: RegistryState) -> RegistryState | None:
+            if state.canary != judged:
+                log.info("canary changed while it was judged (now %s): decision dropped", state.canary)
+                return None
+            state.canary = replace(state.canary, **changes)
+            return state
+
+        return change
+
+    # ------------------------------------------------------------------ the pass
+    def poll(self) -> PassResult:
+        """One pass. Raises whatever the registry raises when it cannot be read (the next pass retries)."""
+        result = PassResult()
+        state = self.registry.read()
+        state = self._start(state, result)
+        self._serve(state, result)
+        canary = state.canary
+        if canary is not None and not canary.paused and self.clock() >= self.analysis_due_at(state):
+            judged = self._judge(state, result)
+            if judged is not None and judged.generation != state.generation:
+                state = judged
+                self._serve(state, result)
+        self._observe(state, result)
+        return result
+
+    def _start(self, state: RegistryState, result: PassResult) -> RegistryState:
+        if state.canary is not None or not state.candidates:
+            return state
+        newest = state.candidates[-1]
+        version = version_label(state, newest)
+        try:
+            for older in state.candidates[:-1]:
+                reason = f"superseded by {newest} (version {version}) before its canary started"
+                state = self.registry.rollback(older, reason)
+                self.metrics.rollbacks.labels(cause="superseded").inc()
+                self._decide(result, "superseded", "rolled back candidate %s: %s", older, reason)
+            now = self.clock()
+            state = self.registry.start_canary(newest, self.step_weight(0), now)
+        except TransitionRefused as exc:  # another controller or a person got there first
+            log.info("start of canary %s refused (%s); re-reading the registry", newest, exc)
+            return self.registry.read()
+        if state.canary is not None and state.canary.model_id == newest:
+            self.metrics.stage_timestamp.labels(model_version=version, stage="canary_live").set(
+                state.canary.started_at
+            )
+            self._observe_published(state, newest)
+            self._decide(
+                result,
+                "start",
+                "canary started: model %s (version %s) at %.0f %% of the traffic",
+                newest,
+                version,
+                state.canary.weight * 100,
+            )
+        return state
+
+    def _observe_published(self, state: RegistryState, model_id: str) -> None:
+        """published → canary: from the registry event that made ``model_id`` a candidate."""
+        history = getattr(self.registry, "history", None)
+        if history is None or state.canary is None:
+            return
+        try:
+            events = history(50)
+        except Exception as exc:  # only a metric: never fail the pass for it
+            log.debug("no registry history for the published time of %s: %s", model_id, exc)
+            return
+        published = [s.updated_at for s, _ in events if s.states.get(model_id) == "candidate"]
+        if published:
+            self.metrics.stage_duration.labels(stage="published_to_canary").observe(
+                max(0.0, state.canary.started_at - min(published))
+            )
+
+    def _serve(self, state: RegistryState, result: PassResult) -> None:
+        champion, canary, weight = desired_arms(state)
+        try:
+            wrote = self.serving.apply(champion, canary, weight)
+        except Exception as exc:  # deploy talks to ClearML: retried on the next pass
+            self.metrics.failures.labels(stage="serving").inc()
+            result.errors.append(f"serving: {exc}")
+            log.warning("could not apply the serving configuration: %s", exc)
+            return
+        if wrote:
+            result.serving_written = True
+            self.metrics.serving_writes.inc()
+            log.info(
+                "serving configured: champion %s, canary %s at %.0f %%",
+                f"{champion.model_id} (v{champion.model_version})" if champion else "none",
+                f"{canary.model_id} (v{canary.model_version})" if canary else "none",
+                weight * 100,
+            )
+
+    def _judge(self, state: RegistryState, result: PassResult) -> RegistryState | None:
+        canary = state.canary
+        assert canary is not None
+        now = self.clock()
+        try:
+            verdict = judge(self.analyzer.collect(state, now), self.settings)
+        except Exception as exc:  # Prometheus down or refusing: no decision, the next pass retries
+            self.metrics.failures.labels(stage="prometheus").inc()
+            result.errors.append(f"prometheus: {exc}")
+            log.warning("canary analysis failed: %s", exc)
+            return None
+        self.last_verdict = verdict
+        result.verdict = verdict.summary()
+        self._count_checks(verdict)
+        version = version_label(state, canary.model_id)
+        at = f"step {canary.step + 1}/{len(self.settings.steps)} ({canary.weight:.0%})"
+        if verdict.passed is None:
+            key = (canary.model_id, canary.step, canary.step_started_at)
+            self._retry_at = {key: now + self.settings.analysis_interval_seconds}
+            self._decide(result, "wait", "canary v%s at %s: %s", version, at, verdict.summary())
+            return None
+        try:
+            if verdict.passed:
+                return self._passed(state, canary, verdict, result, version, at, now)
+            return self._failed(state, canary, verdict, result, version, at)
+        except TransitionRefused as exc:
+            log.info("decision on canary %s refused (%s)", canary.model_id, exc)
+            return None
+
+    def _passed(
+        self,
+        state: RegistryState,
+        canary: CanaryState,
+        verdict: Verdict,
+        result: PassResult,
+        version: str,
+        at: str,
+        now: float,
+    ) -> RegistryState:
+        passes = canary.passes + 1
+        self._decide(result, "pass", "canary v%s at %s: analysis %s", version, at, verdict.summary())
+        if passes < self.settings.passes_per_step:
+            reason = f"analysis passed at {at} ({passes}/{self.settings.passes_per_step})"
+            return self.registry.transition(
+                self._guarded(canary, passes=passes, last_reason=reason),
+                f"canary {canary.model_id}: {reason}",
+            )
+        if self.is_last_step(canary):
+            reason = f"canary passed every step up to {canary.weight:.0%}: {verdict.summary()}"
+            new = self.registry.promote(canary.model_id, reason)
+            if new.champion == canary.model_id:
+                self.metrics.promotions.inc()
+                self.metrics.stage_duration.labels(stage="canary_to_promoted").observe(
+                    max(0.0, now - canary.started_at)
+                )
+                self.metrics.stage_timestamp.labels(model_version=version, stage="promoted").set(now)
+                self._decide(
+                    result, "promote", "promoted model %s (version %s): %s", canary.model_id, version, reason
+                )
+            return new
+        step = canary.step + 1
+        weight = self.step_weight(step)
+        reason = f"analysis passed at {at}: next step {step + 1} at {weight:.0%}"
+        new = self.registry.transition(
+            self._guarded(
+                canary,
+                step=step,
+                weight=weight,
+                step_started_at=now,
+                passes=0,
+                failures=0,
+                last_reason=reason,
+            ),
+            f"canary {canary.model_id}: {reason}",
+        )
+        if new.canary is not None and new.canary.step == step:
+            self._decide(result, "step", "canary v%s: %s", version, reason)
+        return new
+
+    def _failed(
+        self,
+        state: RegistryState,
+        canary: CanaryState,
+        verdict: Verdict,
+        result: PassResult,
+        version: str,
+        at: str,
+    ) -> RegistryState:
+        failures = canary.failures + 1
+        failing = "; ".join(c.describe() for c in verdict.failed)
+        self._decide(
+            result,
+            "fail",
+            "canary v%s at %s: analysis failed (%d/%d): %s",
+            version,
+            at,
+            failures,
+            self.settings.failure_threshold,
+            failing,
+        )
+        if failures < self.settings.failure_threshold:
+            reason = f"analysis failed at {at} ({failures}/{self.settings.failure_threshold}): {failing}"
+            return self.registry.transition(
+                self._guarded(canary, failures=failures, passes=0, last_reason=reason),
+                f"canary {canary.model_id}: {reason}",
+            )
+        reason = f"canary failed {failures} analyses at {at}: {failing}"
+        new = self.registry.rollback(canary.model_id, reason)
+        if new.states.get(canary.model_id) == "rolled-back":
+            now = self.clock()
+            self.metrics.rollbacks.labels(cause="analysis").inc()
+            self.metrics.stage_duration.labels(stage="canary_to_rolled_back").observe(
+                max(0.0, now - canary.started_at)
+            )
+            self.metrics.stage_timestamp.labels(model_version=version, stage="rolled_back").set(now)
+            self._decide(
+                result, "rollback", "rolled back model %s (version %s): %s", canary.model_id, version, reason
+            )
+        return new
+
+    # ------------------------------------------------------------------ observation
+    def _count_checks(self, verdict: Verdict) -> None:
+        for check in verdict.checks:
+            outcome = {True: "passed", False: "failed", None: "no_data"}[check.passed]
+            self.metrics.checks.labels(check=check.name, result=outcome).inc()
+            if not math.isnan(check.value):
+                self.metrics.check_value.labels(check=check.name).set(check.value)
+            if not math.isnan(check.threshold):
+                self.metrics.check_threshold.labels(check=check.name).set(check.threshold)
+
+    def _observe(self, state: RegistryState, result: PassResult) -> None:
+        result.generation = state.generation
+        result.champion = state.champion
+        canary = state.canary
+        result.canary = canary.model_id if canary else None
+        result.weight = canary.weight if canary else 0.0
+        current = "idle" if canary is None else ("paused" if canary.paused else "canary")
+        for name in ("idle", "canary", "paused"):
+            self.metrics.state.labels(state=name).set(1 if name == current else 0)
+        self.metrics.weight.set(result.weight)
+        self.metrics.step.set(canary.step if canary else -1)
+        self.metrics.canary_version.set(state.versions.get(canary.model_id, 0) if canary else 0)
+        self.metrics.champion_version.set(state.versions.get(state.champion, 0) if state.champion else 0)
