@@ -9,11 +9,13 @@ is numpy: no pandas, no TensorFlow, no ClearML call.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from starlette.responses import Response
 
 from services.serving.context import current
 from services.serving.faults import FaultInjector
@@ -108,11 +110,20 @@ class Preprocess:
             raise
         return data, proba
 
-    def postprocess(self, data: Any, state: dict[str, Any], collect_custom_statistics_fn: Any = None) -> dict:
-        readings, proba = data
-        self.metrics.predicted(self.arm, self.model_version, proba, self.threshold)
+    def answer(self, readings: Readings, proba: np.ndarray) -> dict[str, Any]:
+        """The response body: a prediction per reading, the model's lineage, the arm."""
         predictions = [
-            {"date": date, "occupied": bool(p >= self.threshold), "probability": round(float(p), 6)}
+            {"date": date, "occupied": p >= self.threshold, "probability": round(p, 6)}
             for date, p in zip(readings.dates, proba.tolist(), strict=True)
         ]
         return {"predictions": predictions, "model": self.lineage, "arm": self.arm}
+
+    def postprocess(
+        self, data: Any, state: dict[str, Any], collect_custom_statistics_fn: Any = None
+    ) -> Response:
+        readings, proba = data
+        self.metrics.predicted(self.arm, self.model_version, proba, self.threshold)
+        # a ready Response: FastAPI sends it as it is instead of walking the dict with jsonable_encoder
+        # (~70 µs a request); the body is the same JSON
+        body = json.dumps(self.answer(readings, proba), separators=(",", ":"), allow_nan=False)
+        return Response(body.encode(), media_type="application/json")

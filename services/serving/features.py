@@ -15,6 +15,8 @@ import numpy as np
 from services.serving.schema import Readings
 from training.features import FeatureSchema, _lag_matrix, _window_stat
 
+_SELF_OPS = frozenset({"mean", "min", "max"})  # of one value: the value; std, diff, slope: 0
+
 
 def segment_positions(stamps: np.ndarray, max_gap_minutes: float) -> np.ndarray:
     """Index of every reading in its contiguous segment (as :func:`training.features.segment_positions`)."""
@@ -37,7 +39,11 @@ def feature_matrix(readings: Readings, schema: FeatureSchema) -> np.ndarray:
     for c in schema.log_columns:
         values[c] = np.log1p(values[c])
     out: list[np.ndarray] = [values[c] for c in schema.current_columns]
-    if schema.window_features:
+    if schema.window_features and width == 0:
+        # one reading (or no history at all): every window holds the reading alone
+        for f in schema.window_features:
+            out.append(values[f.column].copy() if f.op in _SELF_OPS else np.zeros(n))
+    elif schema.window_features:
         stamps = readings.stamps.astype("datetime64[ms]").astype(np.int64)
         time_lags = _lag_matrix(stamps.astype(float), position, width)
         minutes_back = (time_lags - time_lags[:, -1:]) / 60_000.0

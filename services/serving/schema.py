@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,10 @@ FIELDS: tuple[str, ...] = (TIME_COLUMN, *SENSOR_COLUMNS)
 READINGS_KEY = "readings"
 MAX_DATE_LENGTH = 40
 YEAR_RANGE = (1970, 2200)
+ISO_PATTERN = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?\Z"
+)
+"""``YYYY-MM-DD[T ]HH:MM[:SS[.ffffff]][Z|±HH:MM]``, ASCII digits only."""
 _FIELD_SET = frozenset(FIELDS)
 _EXPECTED = ", ".join(FIELDS)
 
@@ -56,7 +61,7 @@ def describe(value: Any, limit: int = 40) -> str:
 def _key(name: Any) -> str:
     """A client's field name as printable ASCII, shortened."""
     text = json.dumps(str(name), ensure_ascii=True)[1:-1]
-    return text if len(text) <= 40 else text[:37] + "..."
+    return '""' if not text else text if len(text) <= 40 else text[:37] + "..."
 
 
 def _number(value: Any, path: str, name: str) -> float:
@@ -78,10 +83,10 @@ def _number(value: Any, path: str, name: str) -> float:
 
 
 def parse_timestamp(value: Any, path: str) -> datetime:
-    """An ISO 8601 date-time (naive, or with an offset: converted to UTC); years 1970..2200."""
+    """An ISO 8601 date-time (:data:`ISO_PATTERN`; with an offset: converted to UTC); years 1970..2200."""
     if not isinstance(value, str):
         raise RequestError(path, f"must be an ISO 8601 date-time string, got {describe(value)}")
-    if not value.isascii() or len(value) > MAX_DATE_LENGTH or len(value) < 10:
+    if len(value) > MAX_DATE_LENGTH or not ISO_PATTERN.match(value):
         raise RequestError(path, f"must be an ISO 8601 date-time string, got {describe(value)}")
     try:
         stamp = datetime.fromisoformat(value)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,3 +158,46 @@ class ServingServer:
                 self.proc.wait(10)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    service_id: str
+    champion: str
+    canary: str | None
+    server: ServingServer
+
+
+@contextlib.contextmanager
+def deploy(
+    local: Any,
+    home: Path,
+    project: str,
+    service: str,
+    bias_shifts: list[float],
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    canary_weight: float | None = None,
+) -> Iterator[Deployment]:
+    """A serving service with the first bundle as champion (and the second as canary at
+    ``canary_weight``), its inference server started and ready; stopped at the end."""
+    from tests.conftest import client_env
+    from tests.serving.models import register_bundles
+
+    env = serving_env(client_env(local, home / "client"))
+    service_id = setup_service(env, project, service)
+    ids = register_bundles(env, project, "occupancy-mlp", bias_shifts, dataset_id="ds-42")
+    canary = ids[1] if len(ids) > 1 else None
+    if canary_weight is not None and canary is not None:
+        assert apply_arms(env, service_id, (ids[0], "1"), (canary, "2"), canary_weight)
+    else:
+        assert apply_arms(env, service_id, (ids[0], "1"))
+    srv = ServingServer.start(env, service_id, home / "serving", workers=workers, extra_env=extra_env)
+    try:
+        srv.wait_ready()
+        srv.wait_for("a first answer", lambda: srv.post(READING).raise_for_status(), 60)
+        yield Deployment(env, service_id, ids[0], canary, srv)
+    finally:
+        srv.stop()

@@ -7,44 +7,23 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import requests
 
 from services.local_server import LocalServer
-from tests.conftest import client_env
-from tests.serving.models import expected_probability, register_bundles
-from tests.serving.server import READING, ServingServer, apply_arms, cli, serving_env, setup_service
+from tests.serving.models import expected_probability
+from tests.serving.server import READING, Deployment, apply_arms, cli, deploy, setup_service
 
 PROJECT = "ServeFlow"
 SERVICE = "occupancy-serving"
 CANARY_SHIFT = -3.0
 
 
-@dataclass
-class Deployment:
-    env: dict[str, str]
-    service_id: str
-    champion: str
-    canary: str
-    server: ServingServer
-
-
 @pytest.fixture(scope="module")
 def deployment(server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    home = tmp_path_factory.mktemp("serving-flow")
-    env = serving_env(client_env(server, home / "client"))
-    service_id = setup_service(env, PROJECT, SERVICE)
-    champion, canary = register_bundles(
-        env, PROJECT, "occupancy-mlp", [0.0, CANARY_SHIFT], dataset_id="ds-42"
-    )
-    assert apply_arms(env, service_id, (champion, "1"))
-    srv = ServingServer.start(env, service_id, home / "serving")
-    try:
-        yield Deployment(env, service_id, champion, canary, srv)
-    finally:
-        srv.stop()
+    with deploy(server, tmp_path_factory.mktemp("serving-flow"), PROJECT, SERVICE, [0.0, CANARY_SHIFT]) as d:
+        yield d
 
 
 def test_setup_is_idempotent(deployment: Deployment) -> None:
@@ -79,7 +58,9 @@ def test_champion_then_canary_without_restart(deployment: Deployment) -> None:
 
     # a series: every reading predicted with the history before it
     series = {
-        "readings": [dict(READING, date=f"2015-02-04 17:{m:02d}:00", Light=float(m * 20 + 5)) for m in range(30)]
+        "readings": [
+            dict(READING, date=f"2015-02-04 17:{m:02d}:00", Light=float(m * 20 + 5)) for m in range(30)
+        ]
     }
     resp = srv.post(series)
     assert resp.status_code == 200, resp.text

@@ -1,0 +1,83 @@
+"""Every request of a generated corpus of bad requests (tests/serving/corpus.py) answers 4xx with a
+message that names the field, never 5xx; the server stays healthy and answers correctly after it,
+and /metrics counts each as a client error."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from services.local_server import LocalServer
+from tests.serving.corpus import corpus
+from tests.serving.models import expected_probability
+from tests.serving.server import READING, Deployment, deploy
+
+
+@pytest.fixture(scope="module")
+def deployment(server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deploy(
+        server, tmp_path_factory.mktemp("serving-corpus"), "ServeCorpus", "corpus-serving", [0.0]
+    ) as d:
+        yield d
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_bad_request_corpus(deployment: Deployment) -> None:
+    srv = deployment.server
+    cases = corpus()
+    assert len(cases) >= 200
+    before = requests.get(f"{srv.url}/metrics", timeout=10).text
+    failures = []
+    causes: Counter[str] = Counter()
+    session = requests.Session()
+    for case in cases:
+        try:
+            resp = session.post(
+                f"{srv.url}/serve/occupancy", data=case.body, headers=case.headers, timeout=30
+            )
+        except requests.ConnectionError as exc:
+            failures.append(f"{case.name}: connection error {exc}")
+            session = requests.Session()
+            continue
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"detail": resp.text[:200]}
+        detail = str(body.get("detail", ""))
+        causes[str(body.get("cause"))] += 1
+        if resp.status_code != case.status or not detail.startswith(case.field):
+            failures.append(
+                f"{case.name}: {resp.status_code} {detail[:160]!r} (want {case.status} {case.field!r})"
+            )
+    assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures)
+
+    assert requests.get(f"{srv.url}/healthz", timeout=10).status_code == 200
+    good = srv.post(READING)
+    assert good.status_code == 200, good.text
+    assert good.json()["predictions"][0]["probability"] == pytest.approx(
+        expected_probability(READING["Light"]), abs=1e-6
+    )
+
+    after = requests.get(f"{srv.url}/metrics", timeout=10).text
+    for cause, count in causes.items():
+        name = "occupancy_serving_errors_total"
+        got = _metric(after, name, cause=cause, kind="client") - _metric(
+            before, name, cause=cause, kind="client"
+        )
+        assert got == count, (cause, got, count)
+    assert _metric(after, "occupancy_serving_errors_total", kind="server") == 0
+    print(f"{len(cases)} bad requests: {dict(causes)}")
