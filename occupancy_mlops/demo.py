@@ -15,6 +15,7 @@ timeline per version: labeled → finalized → retrain queued → model publish
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -45,6 +46,8 @@ QUEUE = "training"
 CONTROLLER_QUEUE = "services"
 PRODUCTION = "Production"
 RETRAIN_TIMEOUT = 900.0  # seconds the demo waits for the automatic retrains
+DEPLOY_MODE = "direct"
+"""No canary controller runs in the demo yet: the gate makes a passing challenger the champion at once."""
 
 
 @contextlib.contextmanager
@@ -129,6 +132,8 @@ def _train_first_champion(
                 PROJECT,
                 "--queue",
                 QUEUE,
+                "--deploy-mode",
+                DEPLOY_MODE,
             ],
             env={**os.environ, **env},
             cwd=workdir,
@@ -181,7 +186,10 @@ def _automatic_retrains(
         "tags": [PRODUCTION],
         "queue": CONTROLLER_QUEUE,
         "steps_queue": QUEUE,
-        "parameters": {"Args/eval_dataset_id": eval_id},
+        "parameters": {
+            "Args/eval_dataset_id": eval_id,
+            "Args/overrides": json.dumps({"DEPLOY_MODE": DEPLOY_MODE}),
+        },
         "poll_interval_seconds": 1.0,
     }
     api = ClearmlApi()

@@ -33,6 +33,11 @@ class VersionTimeline:
     verdict: str | None = None
     """``published`` or ``rejected`` (the gate's), None while no model was gated."""
     reason: str = ""
+    state: str | None = None
+    """The model registry's state of the model now (``champion``, ``candidate``, ``canary``,
+    ``former-champion``, ``rejected``, ``rolled-back``), as projected onto the model's metadata."""
+    version: str | None = None
+    """The registry's version number of a published model."""
     accuracy: float | None = None
     champion_accuracy: float | None = None
     decided: datetime | None = None
@@ -118,6 +123,8 @@ def read_timeline(
         target.model_id = model["id"]
         target.verdict = _meta(model, "gate_verdict")
         target.reason = _meta(model, "gate_reason") or ""
+        target.state = _meta(model, "registry_state")
+        target.version = _meta(model, "registry_version")
         target.accuracy = _float(_meta(model, "eval_accuracy"))
         target.champion_accuracy = _float(_meta(model, "champion_eval_accuracy"))
         target.decided = parse_time(_meta(model, "gate_decided_at"))
@@ -131,7 +138,9 @@ def _after(row: VersionTimeline, moment: datetime | None) -> str:
 
 def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per dataset version") -> Table:
     """Labeled → finalized → retrain queued → gate decided (seconds relative to the finalize), the
-    retrain's status, the model and the gate's verdict, with the challenger's and champion's accuracy."""
+    retrain's status, the model and the gate's verdict (a published model shows its registry state
+    and version: champion, candidate, canary, former-champion, rolled-back), with the challenger's and
+    champion's accuracy."""
     table = Table(title=title, title_justify="left")
     show_labeled = any(r.labeled for r in rows)
     show_dataset = len({r.dataset_name for r in rows}) > 1
@@ -146,6 +155,9 @@ def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per data
             "rejected": "[red]rejected[/red]",
             None: "[dim]pending[/dim]" if r.run_id else "[dim]not launched[/dim]",
         }.get(r.verdict, r.verdict or "")
+        if r.verdict == "published" and r.state:  # what the registry made of it since
+            colour = "yellow" if r.state == "rolled-back" else "green"
+            verdict = f"[{colour}]{r.state}{f' v{r.version}' if r.version else ''}[/{colour}]"
         accuracy = "-" if r.accuracy is None else f"{r.accuracy:.2%}"
         if r.champion_accuracy is not None:
             accuracy += f" ({r.champion_accuracy:.2%})"

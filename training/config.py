@@ -26,7 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "GATE_FLOOR": 0.97,  # the least accuracy a model needs on the evaluation set to be published
     "GATE_TOLERANCE": 0.005,  # how much worse than the champion a challenger may be
     "MODEL_NAME": "occupancy-mlp",
+    "DEPLOY_MODE": "canary",  # "canary": the gate submits, the canary controller promotes; "direct": the gate
+    # promotes a passing challenger at once (setups without serving and canary controller)
 }
+DEPLOY_MODES = ("canary", "direct")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class TrainingConfig:
     GATE_FLOOR: float
     GATE_TOLERANCE: float
     MODEL_NAME: str
+    DEPLOY_MODE: str
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainingConfig:
@@ -79,6 +83,8 @@ class TrainingConfig:
             problems.append(f"VALIDATION_FRACTION={self.VALIDATION_FRACTION} must be within (0, 0.9)")
         if self.LEARNING_RATE <= 0:
             problems.append(f"LEARNING_RATE={self.LEARNING_RATE} must be positive")
+        if self.DEPLOY_MODE not in DEPLOY_MODES:
+            problems.append(f"DEPLOY_MODE={self.DEPLOY_MODE!r} must be one of {', '.join(DEPLOY_MODES)}")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -1,10 +1,12 @@
-"""The evaluation gate in the model registry: champion lookup, verdict, publish or reject.
+"""The evaluation gate: score the challenger against the champion, then submit or reject it.
 
-The champion is the newest published model of the project carrying the ``champion`` tag: the one
-production serves. A challenger and the champion are scored on the same evaluation data; the
-verdict (:func:`training.evaluate.decide`) is written where people look: a published challenger
-takes the ``champion`` tag, a refused one is kept, tagged ``rejected``, with the reason in its
-comment and metadata.
+The champion is the one the model registry (:mod:`training.registry`, the only owner of model states)
+says it is. A challenger and the champion are scored on the same evaluation data; the verdict
+(:func:`training.evaluate.decide`) is written where people look (the challenger's comment and
+``gate_*`` metadata) and goes to the registry: a passing challenger is submitted (published, given a
+version, a candidate for the canary controller, or the champion when there is none yet; in deploy
+mode ``direct`` it becomes the champion at once), a failing one is rejected. The registry moves the
+tags (``champion``, ``candidate``, ``rejected``...).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import pandas as pd
 from training.bundle import ModelBundle
 from training.data import LABEL_COLUMN
 from training.evaluate import GateDecision, GatePolicy, Metrics, compute_metrics, decide
+from training.registry import CHAMPION, ModelRegistry
 
-CHAMPION_TAG = "champion"
-REJECTED_TAG = "rejected"
-RETIRED_TAG = "former-champion"
+CHAMPION_TAG = CHAMPION
+ADOPTED = "adopted: the champion tagged before the model registry existed"
 
 
 def find_champion(project: str, model_name: str, exclude: str | None = None) -> Any | None:
-    """The newest published ``champion`` model named ``model_name`` in ``project`` or any of its
-    sub-projects, hidden ones included: pipeline steps register their models under
-    ``<project>/.pipelines/<pipeline>``, where ``Model.query_models(project_name=...)`` does not look."""
+    """The newest published model tagged ``champion`` named ``model_name`` in ``project`` or any of its
+    sub-projects, hidden ones included (pipeline steps register their models under
+    ``<project>/.pipelines/<pipeline>``, where ``Model.query_models(project_name=...)`` does not look).
+
+    Only for installations from before the registry: the registry adopts that model as its first
+    champion. Everything else asks :meth:`ModelRegistry.read`, not the tags."""
     from clearml import Model
     from clearml.backend_api import Session
     from clearml.backend_api.session.client import APIClient
@@ -82,26 +87,45 @@ def _set_metadata(model: Any, decision: GateDecision) -> None:
         model.set_metadata("champion_eval_accuracy", f"{decision.champion.accuracy:.6f}", "float")
 
 
+def current_champion(registry: ModelRegistry, model_id: str) -> str | None:
+    """The registry's champion; an empty registry first adopts a champion tagged by the old gate."""
+    state = registry.read()
+    if state.generation == 0:
+        legacy = find_champion(registry.project, registry.model_name, exclude=model_id)
+        if legacy is not None:
+            state = registry.submit(str(legacy.id), ADOPTED)
+    return state.champion if state.champion != model_id else None
+
+
 def gate(
-    model_id: str, eval_frame: pd.DataFrame, policy: GatePolicy, project: str, model_name: str
+    model_id: str,
+    eval_frame: pd.DataFrame,
+    policy: GatePolicy,
+    project: str,
+    model_name: str,
+    deploy_mode: str = "canary",
 ) -> GateDecision:
-    """Score the challenger and the champion on ``eval_frame``, then publish or reject the challenger."""
+    """Score the challenger and the champion on ``eval_frame``, then submit or reject the challenger.
+
+    ``deploy_mode`` "canary": a passing challenger waits as a candidate for the canary controller
+    (or becomes the champion when there is none); "direct": it becomes the champion at once."""
     from clearml import Model
 
+    if deploy_mode not in ("canary", "direct"):
+        raise ValueError(f"deploy_mode {deploy_mode!r} must be canary or direct")
+    registry = ModelRegistry(project, model_name)
     challenger = Model(model_id=model_id)
     challenger_metrics = score(load_bundle(challenger), eval_frame)
-    champion = find_champion(project, model_name, exclude=model_id)
+    champion_id = current_champion(registry, model_id)
+    champion = Model(model_id=champion_id) if champion_id else None
     champion_metrics = score(load_bundle(champion), eval_frame) if champion is not None else None
     decision = decide(challenger_metrics, champion_metrics, policy)
     _set_metadata(challenger, decision)
     challenger.comment = f"gate: {decision.reason}"
-    if decision.publish:
-        challenger.publish()
-        challenger.tags = sorted({*challenger.tags, CHAMPION_TAG} - {REJECTED_TAG})
-        if champion is not None:
-            # the SDK ignores an empty tag list (``tags or self.data.tags``), so the former champion
-            # always gets a tag of its own; it stays published, for the record and a rollback
-            champion.tags = sorted({*champion.tags, RETIRED_TAG} - {CHAMPION_TAG})
+    if not decision.publish:
+        registry.reject(model_id, decision.reason)
+    elif deploy_mode == "direct":
+        registry.submit_and_promote(model_id, decision.reason)
     else:
-        challenger.tags = sorted({*challenger.tags, REJECTED_TAG})
+        registry.submit(model_id, decision.reason)
     return decision

@@ -50,37 +50,54 @@ def train_step(frame: Any, eval_frame: Any, dataset_id: str, eval_dataset_id: st
 
 
 def evaluate_step(model_id: str, eval_frame: Any, overrides: str, project: str) -> dict[str, Any]:
-    """Score the challenger and the champion on the evaluation set; publish or reject."""
+    """Score the challenger and the champion on the evaluation set; submit to the registry or reject
+    (``DEPLOY_MODE`` "direct" in ``overrides``: a passing challenger becomes the champion at once)."""
     from training.config import TrainingConfig
     from training.evaluate import GatePolicy
     from training.gate import gate
+    from training.registry import ModelRegistry
 
     if eval_frame is None:
         raise ValueError("the gate needs an evaluation set: set the pipeline parameter eval_dataset_id")
     cfg = TrainingConfig.from_mapping(json.loads(overrides or "{}"))
     decision = gate(
-        model_id, eval_frame, GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE), project, cfg.MODEL_NAME
+        model_id,
+        eval_frame,
+        GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE),
+        project,
+        cfg.MODEL_NAME,
+        cfg.DEPLOY_MODE,
     )
+    state = ModelRegistry(project, cfg.MODEL_NAME).read()
     verdict = {
         "model_id": model_id,
         "published": decision.publish,
         "reason": decision.reason,
         "accuracy": decision.challenger.accuracy,
+        "state": state.state_of(model_id),
+        "version": state.version_of(model_id),
     }
     print(json.dumps(verdict))
     return verdict
 
 
 def build(
-    project: str = PROJECT, queue: str | None = None, dataset_id: str = "", eval_dataset_id: str = ""
+    project: str = PROJECT,
+    queue: str | None = None,
+    dataset_id: str = "",
+    eval_dataset_id: str = "",
+    overrides: dict[str, Any] | None = None,
 ) -> Any:
-    """The pipeline definition; ``queue`` is where its steps run (None: wherever ``start`` says)."""
+    """The pipeline definition; ``queue`` is where its steps run (None: wherever ``start`` says);
+    ``overrides`` are training settings (training/config.py), e.g. ``{"DEPLOY_MODE": "direct"}``."""
     from clearml import PipelineController
 
     pipe = PipelineController(name=PIPELINE_NAME, project=project, version="1.0.0", add_pipeline_tags=True)
     pipe.add_parameter("dataset_id", dataset_id, "dataset version to train on")
     pipe.add_parameter("eval_dataset_id", eval_dataset_id, "the fixed evaluation set of the gate")
-    pipe.add_parameter("overrides", "{}", "JSON object of training settings (training/config.py)")
+    pipe.add_parameter(
+        "overrides", json.dumps(overrides or {}), "JSON object of training settings (training/config.py)"
+    )
     pipe.add_parameter("project", project, "project whose published champion the gate compares with")
     if queue:
         pipe.set_default_execution_queue(queue)
@@ -124,9 +141,15 @@ def build(
     return pipe
 
 
-def run(dataset_id: str, eval_dataset_id: str, project: str = PROJECT, queue: str | None = None) -> str:
+def run(
+    dataset_id: str,
+    eval_dataset_id: str,
+    project: str = PROJECT,
+    queue: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> str:
     """Run one retraining: the controller here, the steps here (no queue) or on ``queue`` via agents."""
-    pipe = build(project, queue, dataset_id, eval_dataset_id)
+    pipe = build(project, queue, dataset_id, eval_dataset_id, overrides)
     pipe.start_locally(run_pipeline_steps_locally=queue is None)
     from clearml import Task
 
@@ -189,6 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", default=PROJECT)
     parser.add_argument("--queue", default=None, help="run the steps through agents on this queue")
     parser.add_argument(
+        "--deploy-mode",
+        choices=["canary", "direct"],
+        default=None,
+        help="canary (default): a passing model waits for the canary controller; direct: it becomes "
+        "the champion at once",
+    )
+    parser.add_argument(
         "--register",
         action="store_true",
         help="store the pipeline as a draft template for the scheduler (steps on --queue) and print its id",
@@ -201,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.dataset_id or not args.eval_dataset_id:
         parser.error("--dataset-id and --eval-dataset-id are required to run the pipeline")
-    print(run(args.dataset_id, args.eval_dataset_id, args.project, args.queue))
+    overrides = {"DEPLOY_MODE": args.deploy_mode} if args.deploy_mode else None
+    print(run(args.dataset_id, args.eval_dataset_id, args.project, args.queue, overrides))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The evaluation gate's outcomes in the model registry of the local server, with real models:
-first model, a regression, a better challenger, and a model trained on corrupted labels."""
+first model, a regression, a better challenger, and a model trained on corrupted labels; in deploy
+mode "direct" (the better challenger is champion at once) and "canary" (it waits as a candidate)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from clearml import Model, Task
 from training.data import load_labeled
 from training.evaluate import GatePolicy
 from training.gate import gate
+from training.registry import ModelRegistry
 from training.train import TrainedModel
 
 project, folders, eval_file = {project!r}, {folders!r}, {eval_file!r}
@@ -28,18 +30,24 @@ eval_frame = load_labeled([Path(eval_file)])
 task = Task.init(project_name=project, task_name="register models", auto_connect_frameworks=False)
 policy = GatePolicy(floor=0.95, tolerance=0.005)
 out = {{}}
-for name in ("corrupt", "good", "weak", "better"):
+plan = [(project, "direct", name) for name in ("corrupt", "good", "weak", "better")]
+plan += [(project + "-canary", "canary", name) for name in ("good", "better")]
+for target, mode, name in plan:
     from clearml import OutputModel
     model = OutputModel(task=task, name="occupancy-mlp", framework="Keras")
     model.update_weights_package(weights_path=folders[name], target_filename=name + ".zip",
                                  auto_delete_file=False)
     task.flush(wait_for_uploads=True)
-    decision = gate(model.id, eval_frame, policy, project, "occupancy-mlp")
-    out[name] = {{"id": model.id, "publish": decision.publish, "reason": decision.reason}}
+    decision = gate(model.id, eval_frame, policy, target, "occupancy-mlp", mode)
+    key = name if mode == "direct" else mode + "-" + name
+    out[key] = {{"id": model.id, "publish": decision.publish, "reason": decision.reason, "project": target}}
 for name, entry in out.items():
     m = Model(model_id=entry["id"])
+    state = ModelRegistry(entry["project"]).read()
     entry.update(published=m.published, tags=sorted(m.tags), comment=m.comment,
-                 verdict=m.get_metadata("gate_verdict"), accuracy=float(m.get_metadata("eval_accuracy")))
+                 verdict=m.get_metadata("gate_verdict"), accuracy=float(m.get_metadata("eval_accuracy")),
+                 state=state.state_of(m.id), version=state.version_of(m.id),
+                 registry_state=m.get_metadata("registry_state"))
 print(json.dumps(out))
 """
 
@@ -85,8 +93,17 @@ def test_gate_outcomes(clearml_env, model_folders, occupancy_dir):
     assert 0.95 <= weak["accuracy"] < good["accuracy"] - 0.005, weak
     assert not weak["published"] and weak["tags"] == ["rejected"] and "regresses" in weak["comment"]
 
-    # an at-least-as-good challenger is published and takes the champion tag over
+    # direct mode: an at-least-as-good challenger is published and takes the champion tag over
     assert better["accuracy"] >= good["accuracy"] - 0.005
-    assert better["published"] and "champion" in better["tags"]
+    assert better["published"] and "champion" in better["tags"] and better["state"] == "champion"
     assert good["tags"] == ["former-champion"], "the previous champion hands its tag over"
+    assert (good["version"], better["version"]) == (1, 2), "versions count submitted models only"
+    assert corrupt["state"] == weak["state"] == "rejected" and corrupt["version"] is None
+    assert better["registry_state"] == "champion"
     assert Path(model_folders["good"], "model.npz").is_file()
+
+    # canary mode: the better challenger is published and waits as a candidate for the controller
+    first, waiting = out["canary-good"], out["canary-better"]
+    assert first["state"] == "champion" and first["tags"] == ["champion"]
+    assert waiting["published"] and waiting["state"] == "candidate" and waiting["tags"] == ["candidate"]
+    assert waiting["verdict"] == "published" and waiting["version"] == 2
