@@ -444,3 +444,22 @@ print(json.dumps(reg.submit({model_id!r}, "gate").states))
     assert world.tagged(CHAMPION) == [state.champion]
     code = f"from training.registry import ModelRegistry as R; print(R({world.project!r}).read().champion)"
     assert run_python(code, world.env).strip() == state.champion, "another process reads the same"
+
+
+def test_an_empty_registry_adopts_the_champion_tagged_by_the_old_gate(world):
+    """An installation from before the registry: its published ``champion``-tagged model becomes the
+    registry's first champion (version 1) when the gate first asks."""
+    legacy, challenger = world.model(), world.model()
+    world.api.call("models.set_ready", model=legacy, publish_task=False)
+    world.api.call("models.update", model=legacy, tags=[CHAMPION])
+    code = f"""
+from training.gate import current_champion
+from training.registry import ModelRegistry
+reg = ModelRegistry({world.project!r})
+print(current_champion(reg, {challenger!r}))
+print(current_champion(reg, {challenger!r}))
+"""
+    assert run_python(code, world.env).split() == [legacy, legacy]
+    state = world.registry.read()
+    assert (state.generation, state.champion, state.versions) == (1, legacy, {legacy: 1})
+    assert "adopted" in state.reasons[legacy] and world.tags(legacy) == [CHAMPION]
