@@ -17,6 +17,11 @@ Checks (each canary against the champion, over the same window when the champion
 Fewer than ``min_requests`` canary requests in the window: "not enough traffic", the verdict is
 ``None`` (neither pass nor fail). A failed check fails the analysis even when another one could not
 be computed; a check without data (NaN) is otherwise ``None`` too.
+
+When the champion answered fewer than ``min_requests`` in the window (a 100 % step), the error ratio
+and latency are compared with the champion's numbers since the canary started (``baseline``), and
+the distribution checks are *skipped* (they passed at the earlier steps; comparing different hours
+of traffic would measure the time of day, not the model).
 """
 
 from __future__ import annotations
@@ -186,6 +191,14 @@ class CheckResult:
     passed: bool | None
     """None: could not be computed (no data)."""
     detail: str
+    skipped: bool = False
+    """Nothing to compare with (no champion traffic); counts as passed."""
+
+    @property
+    def result(self) -> str:
+        if self.skipped:
+            return "skipped"
+        return {True: "passed", False: "failed", None: "no_data"}[self.passed]
 
     def describe(self) -> str:
         return f"{self.name}={self.value:.4g} (threshold {self.threshold:.4g}): {self.detail}"
@@ -214,7 +227,12 @@ class Verdict:
 class AnalysisInput:
     canary: ArmStats
     champion: ArmStats | None
-    """None when there is no champion traffic to compare with (the relative checks are then None)."""
+    """The champion over the same window; None when it answered fewer than ``min_requests`` in it
+    (the canary takes all the traffic at a 100 % step)."""
+    baseline: ArmStats | None = None
+    """The champion over a longer window (since the canary started), for the error ratio and latency
+    when ``champion`` is None. Never for the prediction distribution: traffic changes over time (day
+    and night), so only the same window compares like with like."""
 
 
 def _compare(name: str, value: float, threshold: float, unit: str = "") -> CheckResult:
@@ -240,28 +258,30 @@ def judge(results: AnalysisInput, settings: CanarySettings) -> Verdict:
         )
         return Verdict(None, [traffic])
     checks: list[CheckResult] = []
+    reference = champion or results.baseline
+    no_champion = "skipped: the champion answered no traffic to compare with"
 
-    champion_ratio = champion.error_ratio if champion else math.nan
+    champion_ratio = reference.error_ratio if reference else math.nan
     threshold = settings.max_error_ratio
     if not math.isnan(champion_ratio):
         threshold = max(threshold, champion_ratio + settings.error_ratio_margin)
     checks.append(_compare("error_ratio", canary.error_ratio, threshold))
 
-    champion_p95 = champion.p95_seconds if champion else math.nan
-    if champion_p95 is not None and math.isfinite(champion_p95):
-        slack = settings.p95_latency_slack_ms / 1000
-        latency_threshold = settings.max_p95_latency_ratio * champion_p95 + slack
+    p95 = canary.p95_seconds if math.isfinite(canary.p95_seconds) else math.nan
+    champion_p95 = reference.p95_seconds if reference else math.nan
+    if reference is None:
+        checks.append(CheckResult("p95_latency", p95, math.nan, True, no_champion, skipped=True))
     else:
         latency_threshold = math.nan
-    p95 = canary.p95_seconds if math.isfinite(canary.p95_seconds) else math.nan
-    latency = _compare("p95_latency", p95, latency_threshold, " s")
-    if latency.passed is None and champion is None:
-        latency = CheckResult("p95_latency", p95, math.nan, None, "no champion traffic to compare with")
-    checks.append(latency)
+        if math.isfinite(champion_p95):
+            slack = settings.p95_latency_slack_ms / 1000
+            latency_threshold = settings.max_p95_latency_ratio * champion_p95 + slack
+        checks.append(_compare("p95_latency", p95, latency_threshold, " s"))
 
     for name, fn, limit in (("psi", psi, settings.max_psi), ("ks", ks, settings.max_ks)):
         if champion is None:
-            checks.append(CheckResult(name, math.nan, limit, None, "no champion traffic to compare with"))
+            detail = no_champion + " in the same window (compared at the earlier steps)"
+            checks.append(CheckResult(name, math.nan, limit, True, detail, skipped=True))
         else:
             checks.append(_compare(name, fn(champion.buckets, canary.buckets), limit))
 

@@ -52,12 +52,12 @@ class CanaryMetrics:
         )
         self.checks = Counter(
             "occupancy_canary_checks",
-            "Analysis checks, by check and result (passed, failed, no_data)",
+            "Analysis checks, by check and result (passed, failed, no_data, skipped)",
             ["check", "result"],
             registry=r,
         )
         for check in CHECKS:
-            for result in ("passed", "failed", "no_data"):
+            for result in ("passed", "failed", "no_data", "skipped"):
                 self.checks.labels(check=check, result=result)
         self.check_value = Gauge(
             "occupancy_canary_check_value",

@@ -14,8 +14,8 @@ pass does, in this order:
    last event, whichever is later): the canary against the champion over the last interval
    (``analysis.py``). Pass → ``passes + 1``; at ``passes_per_step`` → next step (weight), or promote
    after the last step. Fail → ``failures + 1`` (passes back to 0); at ``failure_threshold`` →
-   rollback with the failing checks in the reason. Not enough traffic → nothing is written; tried
-   again one interval later.
+   rollback with the failing checks in the reason. Not enough traffic → nothing is written; the
+   next pass tries again over a window grown by the time passed, until enough requests are in it.
 
 Each decision is ONE registry transition, written only if the canary is still exactly as judged
 (a compare-and-set on the registry's own CAS loop): a concurrent pause, manual promote/rollback or a
@@ -104,10 +104,10 @@ class PrometheusAnalyzer:
         self.query = query
         self.settings = settings
 
-    def collect(self, state: RegistryState, now: float) -> AnalysisInput:
+    def collect(self, state: RegistryState, now: float, window: int) -> AnalysisInput:
+        """Both arms over the last ``window`` seconds (the champion over a longer baseline if idle)."""
         assert state.canary is not None
         s = self.settings
-        window = s.window_seconds
         canary = collect(
             self.query, s.endpoint, "canary", version_label(state, state.canary.model_id), window
         )
@@ -115,15 +115,13 @@ class PrometheusAnalyzer:
             return AnalysisInput(canary, None)
         champion_version = version_label(state, state.champion)
         champion = collect(self.query, s.endpoint, "champion", champion_version, window)
-        if champion.requests < s.min_requests:
-            # the champion had (almost) no traffic in the window, e.g. at a 100 % step: compare with
-            # what it answered since the canary started (at the earlier steps)
-            baseline = max(window, math.ceil(now - state.canary.started_at))
-            if baseline > window:
-                champion = collect(self.query, s.endpoint, "champion", champion_version, baseline)
-        if champion.requests < s.min_requests:
-            return AnalysisInput(canary, None)
-        return AnalysisInput(canary, champion)
+        if champion.requests >= s.min_requests:
+            return AnalysisInput(canary, champion)
+        # the champion had (almost) no traffic in the window, e.g. at a 100 % step: its error ratio and
+        # latency since the canary started (at the earlier steps) are the reference
+        since_start = max(window, math.ceil(now - state.canary.started_at))
+        baseline = collect(self.query, s.endpoint, "champion", champion_version, since_start)
+        return AnalysisInput(canary, None, baseline if baseline.requests >= s.min_requests else None)
 
 
 class Reconciler:
@@ -142,8 +140,8 @@ class Reconciler:
         self.settings = settings
         self.metrics = metrics or CanaryMetrics()
         self.clock = clock
-        self._retry_at: dict[tuple[str, int, float], float] = {}
-        """After "not enough traffic": when to try again (memory only; losing it costs one early retry)."""
+        self._waiting: tuple[str, int, float] | None = None
+        """The analysis that last had not enough traffic (only to log that once)."""
         self.last_verdict: Verdict | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -159,15 +157,22 @@ class Reconciler:
     def is_last_step(self, canary: CanaryState) -> bool:
         return canary.step >= len(self.settings.steps) - 1
 
-    def analysis_due_at(self, state: RegistryState) -> float:
-        """One interval after the step started or the registry's last event (a judged analysis writes
-        one), whichever is later; later still after a "not enough traffic"."""
+    @staticmethod
+    def analysis_since(state: RegistryState) -> float:
+        """Start of the next analysis window: the step's start or the registry's last event (a judged
+        analysis writes one; so do a pause, a resume, a new candidate), whichever is later."""
         assert state.canary is not None
-        canary = state.canary
-        since = max(canary.step_started_at, state.updated_at)
-        due = since + self.settings.analysis_interval_seconds
-        key = (canary.model_id, canary.step, canary.step_started_at)
-        return max(due, self._retry_at.get(key, 0.0))
+        return max(state.canary.step_started_at, state.updated_at)
+
+    def analysis_due_at(self, state: RegistryState) -> float:
+        """One analysis interval after :meth:`analysis_since`."""
+        return self.analysis_since(state) + self.settings.analysis_interval_seconds
+
+    def analysis_window(self, state: RegistryState, now: float) -> int:
+        """Whole seconds from :meth:`analysis_since` to now, at least one interval: after "not enough
+        traffic" the window grows on every pass until enough requests are in it."""
+        seconds = max(self.settings.analysis_interval_seconds, now - self.analysis_since(state))
+        return max(1, math.ceil(seconds - 1e-6))
 
     @staticmethod
     def _guarded(judged: CanaryState, **changes: Any) -> Callable[[RegistryState], RegistryState | None]:
@@ -269,7 +274,8 @@ class Reconciler:
         assert canary is not None
         now = self.clock()
         try:
-            verdict = judge(self.analyzer.collect(state, now), self.settings)
+            window = self.analysis_window(state, now)
+            verdict = judge(self.analyzer.collect(state, now, window), self.settings)
         except Exception as exc:  # Prometheus down or refusing: no decision, the next pass retries
             self.metrics.failures.labels(stage="prometheus").inc()
             result.errors.append(f"prometheus: {exc}")
@@ -281,9 +287,13 @@ class Reconciler:
         version = version_label(state, canary.model_id)
         at = f"step {canary.step + 1}/{len(self.settings.steps)} ({canary.weight:.0%})"
         if verdict.passed is None:
-            key = (canary.model_id, canary.step, canary.step_started_at)
-            self._retry_at = {key: now + self.settings.analysis_interval_seconds}
-            self._decide(result, "wait", "canary v%s at %s: %s", version, at, verdict.summary())
+            key = (canary.model_id, canary.step, self.analysis_since(state))
+            if key != self._waiting:  # once per window start; then the window grows pass by pass
+                self._waiting = key
+                self._decide(result, "wait", "canary v%s at %s: %s", version, at, verdict.summary())
+            else:
+                self.metrics.decisions.labels(decision="wait").inc()
+                result.decisions.append("wait")
             return None
         try:
             if verdict.passed:
@@ -387,8 +397,7 @@ class Reconciler:
     # ------------------------------------------------------------------ observation
     def _count_checks(self, verdict: Verdict) -> None:
         for check in verdict.checks:
-            outcome = {True: "passed", False: "failed", None: "no_data"}[check.passed]
-            self.metrics.checks.labels(check=check.name, result=outcome).inc()
+            self.metrics.checks.labels(check=check.name, result=check.result).inc()
             if not math.isnan(check.value):
                 self.metrics.check_value.labels(check=check.name).set(check.value)
             if not math.isnan(check.threshold):

@@ -43,7 +43,8 @@ class CanarySettings(BaseModel):
     poll_interval_seconds: float = Field(2.0, gt=0, le=3600)
     """How often the registry is read and serving made to match it."""
     analysis_interval_seconds: float = Field(30.0, ge=1, le=86400)
-    """Length of one analysis window; a step is judged this long after it started (or the last analysis)."""
+    """Length of one analysis window; a step is judged this long after it started (or the last analysis),
+    over the traffic since then."""
     passes_per_step: int = Field(1, ge=1, le=100)
     """Consecutive passing analyses that move the canary to the next step (or promote it after the last)."""
     failure_threshold: int = Field(2, ge=1, le=100)
@@ -80,11 +81,6 @@ class CanarySettings(BaseModel):
         if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError("steps must be strictly increasing")
         return steps
-
-    @property
-    def window_seconds(self) -> int:
-        """The PromQL range of one analysis, whole seconds."""
-        return max(1, round(self.analysis_interval_seconds))
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

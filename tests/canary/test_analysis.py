@@ -155,10 +155,22 @@ def test_missing_data_is_none_but_a_failure_still_fails():
     no_latency = judge(AnalysisInput(arm(p95=math.nan), arm("champion")), SETTINGS)
     assert no_latency.passed is None
     assert [c.passed for c in no_latency.checks] == [True, None, True, True]
-    no_champion = judge(AnalysisInput(arm(), None), SETTINGS)
-    assert no_champion.passed is None
-    assert "no champion traffic" in no_champion.summary()
     failing = judge(AnalysisInput(arm(errors=60), None), SETTINGS)
     assert failing.passed is False, "the absolute error ratio needs no champion"
     empty_champion = judge(AnalysisInput(arm(), arm("champion", buckets={}, p95=math.nan)), SETTINGS)
     assert empty_champion.passed is None
+
+
+def test_without_champion_traffic_in_the_window_distribution_checks_are_skipped():
+    # a 100 % step: nothing to compare the distribution with in the same window
+    alone = judge(AnalysisInput(arm(buckets=SHIFTED), None), SETTINGS)
+    assert alone.passed is True
+    assert [c.result for c in alone.checks] == ["passed", "skipped", "skipped", "skipped"]
+    assert "no traffic to compare with" in alone.checks[2].detail
+    # the champion's numbers since the canary started are the reference for errors and latency
+    baseline = arm("champion", errors=10, p95=0.010)
+    slow = judge(AnalysisInput(arm(p95=0.050, errors=10.5), None, baseline), SETTINGS)
+    assert slow.passed is False
+    assert [c.result for c in slow.checks] == ["passed", "failed", "skipped", "skipped"]
+    assert slow.checks[0].threshold == pytest.approx(0.11), "champion's 10 % + the 1 point margin"
+    assert judge(AnalysisInput(arm(buckets=SHIFTED), arm("champion"), baseline), SETTINGS).passed is False

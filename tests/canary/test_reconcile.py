@@ -161,7 +161,7 @@ def test_a_pass_after_a_failure_moves_on_and_passes_restart_after_a_failure(worl
     assert (registry.state.canary.step, registry.state.canary.failures) == (1, 0)
 
 
-def test_not_enough_traffic_writes_nothing_and_waits_an_interval(world):
+def test_not_enough_traffic_writes_nothing_and_the_window_grows_until_there_is(world):
     clock, registry, _, prom = world
     registry.submit("quiet")
     rec = controller(world)
@@ -171,13 +171,15 @@ def test_not_enough_traffic_writes_nothing_and_waits_an_interval(world):
     clock.advance(INTERVAL)
     result = rec.poll()
     assert result.decisions == ["wait"] and "not enough traffic" in (result.verdict or "")
-    assert registry.state.generation == generation
-    queries = len(prom.queries)
-    clock.advance(INTERVAL / 2)
-    assert rec.poll().decisions == [] and len(prom.queries) == queries, "no retry before an interval"
-    prom.arms["canary"] = ArmTraffic()
-    clock.advance(INTERVAL / 2)
+    assert "5 requests in 30 s" in (result.verdict or "")
+    assert registry.state.generation == generation, "nothing written"
+    clock.advance(1.5)
+    assert rec.poll().decisions == ["wait"]
+    assert any('arm="canary"' in q and "[32s]" in q for q in prom.queries), "the window grew"
+    prom.by_window[("canary", 34)] = ArmTraffic(requests=40)
+    clock.advance(2)
     assert rec.poll().decisions == ["pass", "step"]
+    assert metric(rec, "occupancy_canary_decisions_total", decision="wait") == 2
 
 
 def test_paused_canary_keeps_its_weight_and_is_not_judged(world):
@@ -207,9 +209,9 @@ def test_a_decision_on_a_canary_that_changed_meanwhile_is_dropped(world):
 
     real_collect = rec.analyzer.collect
 
-    def collect_while_a_person_pauses(state, now):
+    def collect_while_a_person_pauses(state, now, window):
         registry.update_canary("raced", paused=True, last_reason="manual: hold")
-        return real_collect(state, now)
+        return real_collect(state, now, window)
 
     rec.analyzer.collect = collect_while_a_person_pauses
     rec.poll()
@@ -239,10 +241,16 @@ def test_the_last_step_compares_with_the_champion_since_the_canary_started(world
     rec.poll()
     assert registry.state.canary.weight == 1.0
     prom.arms["champion"] = ArmTraffic(requests=0)  # no champion traffic at 100 %
-    prom.by_window[("champion", 2 * int(INTERVAL))] = ArmTraffic(requests=500)
+    prom.by_window[("champion", 2 * int(INTERVAL))] = ArmTraffic(requests=500, p95=0.001)  # since start
+    prom.arms["canary"] = ArmTraffic(p95=0.030, buckets=SKEWED)  # skewed, but compared before
+    clock.advance(INTERVAL)
+    assert rec.poll().decisions == ["fail"], "latency against the champion since the start"
+    assert "p95_latency=0.03" in registry.state.canary.last_reason
+    prom.arms["canary"] = ArmTraffic(p95=0.004, buckets=SKEWED)
     clock.advance(INTERVAL)
     assert rec.poll().decisions == ["pass", "promote"]
-    assert any('arm="champion"' in q and f"[{2 * int(INTERVAL)}s]" in q for q in prom.queries)
+    assert any('arm="champion"' in q and f"[{3 * int(INTERVAL)}s]" in q for q in prom.queries)
+    assert metric(rec, "occupancy_canary_checks_total", check="psi", result="skipped") == 2
 
 
 def test_failures_of_serving_or_prometheus_are_counted_and_retried(world):

@@ -19,7 +19,6 @@ def test_defaults_then_file_then_environment(tmp_path):
     assert settings.project == "Rooms"
     assert settings.steps == [0.2, 1.0]
     assert settings.analysis_interval_seconds == 3.0, "the environment wins over the file"
-    assert settings.window_seconds == 3
     env = {"OCCUPANCY_CANARY_CONFIG": str(path), "OCCUPANCY_CANARY_STEPS": "0.05, 0.5,1"}
     settings = load_settings(environ=env)
     assert settings.max_psi == 0.3, "the file is found through OCCUPANCY_CANARY_CONFIG"
