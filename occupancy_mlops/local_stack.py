@@ -128,3 +128,67 @@ def canary_process(
             yield RunningCanary(proc, log, found[-1])
         finally:
             stop_process_group(proc)
+
+
+@dataclass
+class RunningServing:
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+    """Base URL; the endpoint is ``{url}/serve/occupancy``."""
+
+
+@contextmanager
+def serving_process(
+    env: dict[str, str],
+    service_id: str,
+    workdir: Path,
+    *,
+    workers: int = 1,
+    poll_minutes: float = 0.05,
+    extra_env: dict[str, str] | None = None,
+    start_timeout: float = 120,
+) -> Iterator[RunningServing]:
+    """Run the inference server (``python -m services.serving run``: the clearml-serving app with our
+    endpoint) on a free loopback port until the block ends; yields once ``/healthz`` answers.
+
+    ``workdir`` holds its log and its metrics folder. ``extra_env`` is for settings such as
+    ``OCCUPANCY_SERVING_FAULTS_FILE``.
+    """
+    import requests
+
+    from services.local_server.runner import free_port
+
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "serving.log"
+    cmd = [
+        sys.executable, "-m", "services.serving", "run", "--service-id", service_id,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--poll-minutes", str(poll_minutes), "--metrics-dir", str(workdir / "metrics"),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with log.open("ab") as handle:
+        proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env, **(extra_env or {})},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the inference server did not start (see {log}):\n{tail}")
+                time.sleep(0.2)
+            yield RunningServing(proc, log, url)
+        finally:
+            stop_process_group(proc)
