@@ -385,10 +385,31 @@ class Result:
     p99_ms: float
     max_ms: float
     errors: dict[str, int]
+    cpu_seconds: float
+    """CPU time (user + system, all threads) the server process used during the run."""
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_util(self) -> float:
+        """Share of one core the server got: well below 1 at c≥8 means other processes took its core."""
+        return self.cpu_seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """CPU per request: the server's own cost, less sensitive to a busy machine than req/s."""
+        return self.cpu_seconds / self.requests * 1e6 if self.requests else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (``/proc/PID/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(
@@ -413,7 +434,9 @@ def run_wrk(
         str(script),
         server.url,
     ]
+    cpu_before = cpu_seconds(server.process.pid)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    cpu_used = cpu_seconds(server.process.pid) - cpu_before
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n{proc.stdout}{proc.stderr}\n")
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK_RESULT ")), None)
@@ -430,6 +453,7 @@ def run_wrk(
         p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         errors={k: int(data[k]) for k in ("connect", "read", "write", "status", "timeout") if data[k]},
+        cpu_seconds=cpu_used,
     )
 
 
@@ -477,7 +501,19 @@ def print_report(
     from rich.table import Table
 
     table = Table(title="requests/s and latency per server and concurrency (wrk)", title_justify="left")
-    for column in ("server", "c", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "requests"):
+    columns = (
+        "server",
+        "c",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "requests",
+        "CPU µs/req",
+        "core",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "server" else "right")
     for name in servers:
         for c in concurrencies:
@@ -493,6 +529,8 @@ def print_report(
                 f"{r.p99_ms:.2f}",
                 f"{r.max_ms:.1f}",
                 f"{r.requests:,}",
+                f"{r.cpu_us_per_request:,.0f}",
+                f"{r.cpu_util:.2f}",
             )
     Console(width=120).print(table)
 
@@ -509,6 +547,7 @@ def bench(args: argparse.Namespace) -> int:
     cores = pick_cores()
     started = time.monotonic()
     print(f"bench-serving: {', '.join(servers)} at c={concurrencies}, {args.duration:g} s each; {cores.note}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, contextlib.ExitStack() as stack:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -559,7 +598,8 @@ def bench(args: argparse.Namespace) -> int:
                 flag = f"  ERRORS {result.errors}" if result.errors else ""
                 print(
                     f"  {name:8s} c={c:<3d} {result.rps:9,.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                    f"p99 {result.p99_ms:7.2f} ms{flag}",
+                    f"p99 {result.p99_ms:7.2f} ms  {result.cpu_us_per_request:7,.0f} CPU µs/req  "
+                    f"core {result.cpu_util:.2f}{flag}",
                     flush=True,
                 )
         for server in running.values():  # the servers stay healthy under the load
@@ -574,6 +614,13 @@ def bench(args: argparse.Namespace) -> int:
             print(f"ours/ceiling at c=8: {results[('ours', 8)].rps / results[('ceiling', 8)].rps:.2f}×")
         if ("ours", 8) in results and ("naive", 8) in results:
             print(f"ours/naive at c=8: {results[('ours', 8)].rps / results[('naive', 8)].rps:.1f}×")
+        if ("ours", 8) in results and ("ceiling", 8) in results:
+            cpu_ratio = results[("ceiling", 8)].cpu_us_per_request / results[("ours", 8)].cpu_us_per_request
+            print(
+                f"ceiling CPU/req ÷ ours CPU/req at c=8: {cpu_ratio:.2f}× (the req/s ratio a server with a "
+                "whole core to itself would reach)"
+            )
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for target, met, measured in checks:
             print(f"target {target}: {'met' if met else 'MISSED'} ({measured})")
         for r in failed_runs:
