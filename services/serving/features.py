@@ -33,11 +33,15 @@ def segment_positions(stamps: np.ndarray, max_gap_minutes: float) -> np.ndarray:
 def feature_matrix(readings: Readings, schema: FeatureSchema) -> np.ndarray:
     """``(n, len(schema.feature_names))`` float64: the rows ``make_features`` gives for the readings."""
     n = len(readings)
-    position = segment_positions(readings.stamps, schema.max_gap_minutes)
-    width = min(schema.window_minutes, max(n - 1, 0))
     values = {c: readings.column(c) for c in schema.raw_columns}
     for c in schema.log_columns:
         values[c] = np.log1p(values[c])
+    if n == 1:  # the common request: one reading, every window holds it alone
+        row = [float(values[c][0]) for c in schema.current_columns]
+        row += [float(values[f.column][0]) if f.op in _SELF_OPS else 0.0 for f in schema.window_features]
+        return np.array([row])
+    position = segment_positions(readings.stamps, schema.max_gap_minutes)
+    width = min(schema.window_minutes, max(n - 1, 0))
     out: list[np.ndarray] = [values[c] for c in schema.current_columns]
     if schema.window_features and width == 0:
         # one reading (or no history at all): every window holds the reading alone

@@ -95,6 +95,13 @@ class ServingMetrics:
     def predicted(self, arm: str, version: str, probabilities: np.ndarray, threshold: float = 0.5) -> None:
         """The readings a request predicted: counts by class and the probability histogram."""
         p = np.asarray(probabilities, dtype=np.float64)
+        if len(p) == 1:  # the common request
+            value = float(p[0])
+            self._child(
+                self.predictions, ENDPOINT, arm, version, "true" if value >= threshold else "false"
+            ).inc()
+            self._child(self.probability, ENDPOINT, arm, version).observe(value)
+            return
         if not len(p):
             return
         occupied = int(np.count_nonzero(p >= threshold))
@@ -103,9 +110,6 @@ class ServingMetrics:
         if len(p) - occupied:
             self._child(self.predictions, ENDPOINT, arm, version, "false").inc(len(p) - occupied)
         child = self._child(self.probability, ENDPOINT, arm, version)
-        if len(p) == 1:
-            child.observe(float(p[0]))
-            return
         # many readings: one increment per bucket instead of one observe per reading (the buckets
         # of prometheus_client hold per-bucket counts; it accumulates them when collected)
         counts = np.bincount(np.searchsorted(self._bounds, p, side="left"), minlength=len(self._bounds))
