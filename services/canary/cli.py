@@ -51,13 +51,17 @@ def _logging(level: str) -> None:
     logging.getLogger("clearml").setLevel(logging.WARNING)
 
 
+PrometheusOption = Annotated[str | None, typer.Option(help="Prometheus base URL")]
+ServiceOption = Annotated[str | None, typer.Option(help="clearml-serving service task id")]
+
+
 @canary_app.command()
 def run(
     config: ConfigOption = None,
     project: ProjectOption = None,
     model_name: ModelNameOption = None,
-    prometheus_url: Annotated[str | None, typer.Option(help="Prometheus base URL")] = None,
-    service_id: Annotated[str | None, typer.Option(help="clearml-serving service task id")] = None,
+    prometheus_url: PrometheusOption = None,
+    service_id: ServiceOption = None,
     port: Annotated[int | None, typer.Option(help="port of /metrics, /healthz, /readyz")] = None,
 ) -> None:
     """Roll out new candidates as canaries and promote or roll them back, until SIGTERM."""
@@ -81,12 +85,18 @@ def run(
 
 @canary_app.command()
 def once(
-    config: ConfigOption = None, project: ProjectOption = None, model_name: ModelNameOption = None
+    config: ConfigOption = None,
+    project: ProjectOption = None,
+    model_name: ModelNameOption = None,
+    prometheus_url: PrometheusOption = None,
+    service_id: ServiceOption = None,
 ) -> None:
     """Run one pass and print what it did as JSON (to see what `run` would do)."""
     from services.canary.app import build_reconciler
 
-    settings = _settings(config, project=project, model_name=model_name)
+    settings = _settings(
+        config, project=project, model_name=model_name, prometheus_url=prometheus_url, service_id=service_id
+    )
     _logging("warning")
     try:
         result = build_reconciler(settings).poll()

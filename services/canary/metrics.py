@@ -71,10 +71,15 @@ class CanaryMetrics:
             ["check"],
             registry=r,
         )
-        self.promotions = Counter("occupancy_canary_promotions", "Canaries promoted to champion", registry=r)
+        self.promotions = Counter(
+            "occupancy_canary_promotions",
+            "Canaries promoted to champion, by cause (analysis; manual or other: seen in the registry)",
+            ["cause"],
+            registry=r,
+        )
         self.rollbacks = Counter(
             "occupancy_canary_rollbacks",
-            "Models rolled back by the controller, by cause (analysis, superseded)",
+            "Models rolled back, by cause (analysis, superseded; manual or other: seen in the registry)",
             ["cause"],
             registry=r,
         )

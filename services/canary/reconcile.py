@@ -142,6 +142,9 @@ class Reconciler:
         self.clock = clock
         self._waiting: tuple[str, int, float] | None = None
         """The analysis that last had not enough traffic (only to log that once)."""
+        self._seen_canary: str | None = None
+        self._ended_by_me: str | None = None
+        """For the metrics only: which canary the last pass saw, and the last one this process ended."""
         self.last_verdict: Verdict | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -192,6 +195,7 @@ class Reconciler:
         """One pass. Raises whatever the registry raises when it cannot be read (the next pass retries)."""
         result = PassResult()
         state = self.registry.read()
+        self._observe_external_end(state)
         state = self._start(state, result)
         self._serve(state, result)
         canary = state.canary
@@ -325,7 +329,8 @@ class Reconciler:
             reason = f"canary passed every step up to {canary.weight:.0%}: {verdict.summary()}"
             new = self.registry.promote(canary.model_id, reason)
             if new.champion == canary.model_id:
-                self.metrics.promotions.inc()
+                self.metrics.promotions.labels(cause="analysis").inc()
+                self._ended_by_me = canary.model_id
                 self.metrics.stage_duration.labels(stage="canary_to_promoted").observe(
                     max(0.0, now - canary.started_at)
                 )
@@ -385,6 +390,7 @@ class Reconciler:
         if new.states.get(canary.model_id) == "rolled-back":
             now = self.clock()
             self.metrics.rollbacks.labels(cause="analysis").inc()
+            self._ended_by_me = canary.model_id
             self.metrics.stage_duration.labels(stage="canary_to_rolled_back").observe(
                 max(0.0, now - canary.started_at)
             )
@@ -395,6 +401,31 @@ class Reconciler:
         return new
 
     # ------------------------------------------------------------------ observation
+    def _observe_external_end(self, state: RegistryState) -> None:
+        """Count a canary promoted or rolled back by someone else (``canary promote|rollback`` or
+        another controller) since the last pass, so the metrics show every outcome."""
+        seen = self._seen_canary
+        if seen is None or (state.canary is not None and state.canary.model_id == seen):
+            return
+        self._seen_canary = None
+        if seen == self._ended_by_me:
+            return
+        outcome = state.states.get(seen)
+        reason = state.reasons.get(seen, "")
+        cause = "manual" if reason.startswith("manual:") else "other"
+        version = version_label(state, seen)
+        if outcome == "champion":
+            self.metrics.promotions.labels(cause=cause).inc()
+            self.metrics.stage_timestamp.labels(model_version=version, stage="promoted").set(state.updated_at)
+        elif outcome == "rolled-back":
+            self.metrics.rollbacks.labels(cause=cause).inc()
+            self.metrics.stage_timestamp.labels(model_version=version, stage="rolled_back").set(
+                state.updated_at
+            )
+        log.info(
+            "canary %s (version %s) ended outside this controller: %s (%s)", seen, version, outcome, reason
+        )
+
     def _count_checks(self, verdict: Verdict) -> None:
         for check in verdict.checks:
             self.metrics.checks.labels(check=check.name, result=check.result).inc()
@@ -407,6 +438,7 @@ class Reconciler:
         result.generation = state.generation
         result.champion = state.champion
         canary = state.canary
+        self._seen_canary = canary.model_id if canary else None
         result.canary = canary.model_id if canary else None
         result.weight = canary.weight if canary else 0.0
         current = "idle" if canary is None else ("paused" if canary.paused else "canary")

@@ -5,6 +5,7 @@ step; the controller SIGKILLed in every state and resuming where it was."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -195,6 +196,23 @@ def test_manual_pause_resume_and_rollback_during_a_step(stack: Stack) -> None:
     assert again.returncode == 1 and "no canary is running" in again.stderr
     as_json = cli(stack.env, "canary", "status", "--json", *args)
     assert RegistryState.from_json(as_json.stdout).states[model] == "rolled-back"
+    assert 'occupancy_canary_rollbacks_total{cause="manual"} 1.0' in stack.metrics(), "seen and counted"
+    # one pass by hand, beside the running controller: nothing left to do
+    once = cli(
+        stack.env,
+        "canary",
+        "once",
+        *args,
+        "--service-id",
+        stack.service_id,
+        "--prometheus-url",
+        stack.prom.url,
+    )
+    assert once.returncode == 0, once.stderr
+    result = json.loads(once.stdout.strip().splitlines()[-1])
+    assert (result["champion"], result["canary"], result["decisions"]) == (champion, None, [])
+    missing = cli(stack.env, "canary", "once", "--project", "NoSuchProject")
+    assert missing.returncode == 2 and "no serving service 'occupancy-serving'" in missing.stderr
 
 
 def test_controller_sigkilled_in_every_state_resumes_where_it_was(stack: Stack) -> None:

@@ -95,7 +95,9 @@ def test_a_good_canary_walks_every_step_then_is_promoted(world):
     assert registry.state.champion == "good" and registry.state.former == ["champ"]
     assert "passed every step up to 100%" in registry.state.reasons["good"]
     assert serving.config == (ArmSpec("good", "2"), None, 0.0)
-    assert metric(rec, "occupancy_canary_promotions_total") == 1
+    assert metric(rec, "occupancy_canary_promotions_total", cause="analysis") == 1
+    rec.poll()
+    assert metric(rec, "occupancy_canary_promotions_total", cause="manual") is None, "counted once"
     assert metric(rec, "occupancy_canary_checks_total", check="psi", result="passed") == 4
     assert (
         metric(rec, "occupancy_canary_stage_duration_seconds_sum", stage="canary_to_promoted") == 4 * INTERVAL
@@ -230,6 +232,14 @@ def test_manual_transitions_and_drift_are_followed_by_serving(world):
     registry.rollback("c", "manual: wrong data")
     rec.poll()
     assert serving.config == (ArmSpec("champ", "1"), None, 0.0)
+    assert metric(rec, "occupancy_canary_rollbacks_total", cause="manual") == 1, "seen and counted"
+    registry.submit("d")
+    rec.poll()
+    registry.promote("d", "manual: urgent fix")
+    rec.poll()
+    rec.poll()
+    assert serving.config == (ArmSpec("d", "3"), None, 0.0)
+    assert metric(rec, "occupancy_canary_promotions_total", cause="manual") == 1
 
 
 def test_the_last_step_compares_with_the_champion_since_the_canary_started(world):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from services.canary.settings import ConfigError, load_settings
@@ -55,3 +59,23 @@ def test_bad_configuration_names_the_key(tmp_path, text, env, named):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OCCUPANCY_CANARY_MAX_PIS": "0.3"}, "OCCUPANCY_CANARY_MAX_PIS: unknown setting 'max_pis'"),
+        ({"OCCUPANCY_CANARY_STEPS": "0.5,0.2"}, "steps: Value error, steps must be strictly increasing"),
+    ],
+)
+def test_the_service_stops_at_start_naming_the_key(env, named):
+    """``python -m services.canary run`` with a bad setting: exit 2 before touching any server."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.canary", "run"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert named in proc.stderr
