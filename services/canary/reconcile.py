@@ -142,6 +142,7 @@ class Reconciler:
         self.clock = clock
         self._waiting: tuple[str, int, float] | None = None
         """The analysis that last had not enough traffic (only to log that once)."""
+        self._since: tuple[CanaryState, float] | None = None
         self._seen_canary: str | None = None
         self._ended_by_me: str | None = None
         """For the metrics only: which canary the last pass saw, and the last one this process ended."""
@@ -160,12 +161,22 @@ class Reconciler:
     def is_last_step(self, canary: CanaryState) -> bool:
         return canary.step >= len(self.settings.steps) - 1
 
-    @staticmethod
-    def analysis_since(state: RegistryState) -> float:
-        """Start of the next analysis window: the step's start or the registry's last event (a judged
-        analysis writes one; so do a pause, a resume, a new candidate), whichever is later."""
-        assert state.canary is not None
-        return max(state.canary.step_started_at, state.updated_at)
+    def analysis_since(self, state: RegistryState) -> float:
+        """Start of the next analysis window: the step's start or the last registry event that changed
+        the canary (a judged analysis writes one; so do a pause and a resume), whichever is later.
+
+        The registry records when its last event of any kind happened (``updated_at``), not which one
+        last touched the canary: a pass that saw the same canary before keeps the time it computed
+        then, so an unrelated event (the gate submitting a candidate) does not restart the window. A
+        freshly started controller takes ``updated_at``: at worst one analysis comes an interval late.
+        """
+        canary = state.canary
+        assert canary is not None
+        if self._since is not None and self._since[0] == canary:
+            return self._since[1]
+        since = max(canary.step_started_at, state.updated_at)
+        self._since = (canary, since)
+        return since
 
     def analysis_due_at(self, state: RegistryState) -> float:
         """One analysis interval after :meth:`analysis_since`."""
@@ -199,7 +210,9 @@ class Reconciler:
         state = self._start(state, result)
         self._serve(state, result)
         canary = state.canary
-        if canary is not None and not canary.paused and self.clock() >= self.analysis_due_at(state):
+        # every pass, paused or not: analysis_since remembers the canary as this pass saw it
+        due = self.analysis_due_at(state) if canary is not None else math.inf
+        if canary is not None and not canary.paused and self.clock() >= due:
             judged = self._judge(state, result)
             if judged is not None and judged.generation != state.generation:
                 state = judged

@@ -282,6 +282,19 @@ def test_failures_of_serving_or_prometheus_are_counted_and_retried(world):
     assert rec.poll().decisions == ["pass", "step"], "analysed on the next pass"
 
 
+def test_an_unrelated_registry_event_does_not_restart_the_analysis_window(world):
+    clock, registry, _, _ = world
+    registry.submit("running")
+    rec = controller(world)
+    rec.poll()
+    clock.advance(INTERVAL / 2)
+    registry.submit("next")  # the gate publishes another candidate mid-step
+    assert rec.poll().decisions == []
+    clock.advance(INTERVAL / 2)
+    assert rec.poll().decisions == ["pass", "step"], "due one interval after the step started"
+    assert registry.state.candidates == ["next"], "it waits for the running canary"
+
+
 def test_a_restarted_controller_resumes_from_the_registry(world):
     clock, registry, _serving, _ = world
     registry.submit("r")
