@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from services.local_server import LocalServer
+from tests.conftest import api_client
 from tests.serving.models import expected_probability
 from tests.serving.server import READING, Deployment, apply_arms, cli, deploy, setup_service
 
@@ -28,7 +30,15 @@ def deployment(server: LocalServer, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_setup_is_idempotent(deployment: Deployment) -> None:
     env = deployment.env
+
+    def artifacts() -> dict[str, Any]:
+        task = api_client(env).tasks.get_by_id(task=deployment.service_id)
+        return {a.key: a.to_dict() for a in task.execution.artifacts or []}
+
+    uploaded = artifacts()
+    assert list(uploaded) == ["py_code_occupancy"]
     assert setup_service(env, PROJECT, SERVICE) == deployment.service_id
+    assert artifacts() == uploaded, "the shim is uploaded once"
     status = cli(env, "serving", "status", "--service-id", deployment.service_id)
     assert status.returncode == 0, status.stderr
     assert '"occupancy/champion"' in status.stdout and deployment.champion in status.stdout
