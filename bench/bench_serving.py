@@ -320,10 +320,10 @@ def ours_server(
     work: Path, model_dir: Path, body: bytes, prefix: list[str], profile: Path | None
 ) -> Iterator[Server]:
     """A local ClearML server, the model registered and deployed as the champion, then our inference
-    server: ``python -m services.serving run`` (one worker), or the same uvicorn command under
-    cProfile when ``profile`` names a stats file."""
+    server: ``python -m services.serving run`` (one worker); when ``profile`` names a stats file, the
+    launcher's own uvicorn command and environment on :data:`PROFILED_APP` instead."""
     from services.local_server import local_server
-    from services.serving.launcher import RunOptions, server_env, uvicorn_command
+    from services.serving.launcher import APP, RunOptions, server_env, uvicorn_command
     from tests.conftest import client_env
 
     project = "BenchServing"
@@ -353,11 +353,10 @@ def ours_server(
                 *(sys.executable, "-m", "services.serving", "run", "--service-id", service_id),
                 *("--port", str(port), "--workers", "1", "--metrics-dir", str(serving_home / "metrics")),
             ]
-        else:  # the launcher's own uvicorn command and environment, under cProfile
+        else:  # the launcher's own uvicorn command and environment, on the profiling wrapper
             options = RunOptions(service_id, port=port, metrics_dir=serving_home / "metrics")
-            run_env = server_env(options, run_env)
-            uvicorn = uvicorn_command(options)
-            command = [sys.executable, "-m", "cProfile", "-o", str(profile), *uvicorn[1:]]
+            run_env = {**server_env(options, run_env), PROFILE_ENV: str(profile)}
+            command = [PROFILED_APP if x == APP else x for x in uvicorn_command(options)]
         with child(
             "ours",
             [*prefix, *command],
@@ -369,6 +368,81 @@ def ours_server(
             cwd=serving_home,
         ) as running:
             yield running
+
+
+# ---------------------------------------------------------------------------- steady-state profile
+
+PROFILE_ENV = "BENCH_SERVING_PROFILE"
+PROFILED_APP = "bench.bench_serving:profiled_app"
+"""``services.serving.app:app`` with cProfile switched on by SIGUSR1 and dumped to ``$BENCH_SERVING_PROFILE``
+by SIGUSR2, so a profile holds the requests of one measured run and nothing of the start-up."""
+
+
+def __getattr__(name: str) -> Any:  # uvicorn imports PROFILED_APP by name in the server process
+    if name != "profiled_app":
+        raise AttributeError(name)
+    import cProfile
+
+    from services.serving.app import app
+
+    profiler = cProfile.Profile()
+    path = os.environ[PROFILE_ENV]
+
+    def start(signum: int, frame: Any) -> None:
+        profiler.enable()  # signal handlers run in the main thread: the event loop's
+
+    def stop(signum: int, frame: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+    return app
+
+
+def profile_run(
+    server: Server, profile: Path, seconds: float, script: Path, prefix: list[str], log: Path
+) -> None:
+    """Profile ``server`` (started on :data:`PROFILED_APP`) through one wrk run at c=8; print the
+    cost centres per request."""
+    profile.unlink(missing_ok=True)
+    os.kill(server.process.pid, signal.SIGUSR1)
+    result = run_wrk(server, 8, seconds, script, prefix, log)
+    os.kill(server.process.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while not profile.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    print_profile(profile, result.requests)
+
+
+def _short(key: tuple[str, int, str]) -> str:
+    path, line, name = key
+    for marker in ("site-packages/", f"{REPO}/", "python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{path}:{line}({name})" if line else name
+
+
+def print_profile(path: Path, requests_done: int, top: int = 30) -> None:
+    """Cost centres of the profiled requests: per request, cumulative and own time, by function."""
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    n = max(1, requests_done)
+    total = sum(v[2] for v in stats.values())
+    rows = [(ct, tt, nc, _short(key)) for key, (_cc, nc, tt, ct, _callers) in stats.items()]
+    print(
+        f"\nprofile of ours at c=8 ({requests_done:,} requests; cProfile inflates Python calls, "
+        f"compare shares): {total / n * 1e6:,.0f} µs/request profiled; stats in {path}"
+    )
+    print(f"{'cum µs/req':>10} {'own µs/req':>10} {'calls/req':>9}  function (by cumulative time)")
+    for ct, tt, nc, name in sorted(rows, reverse=True)[:top]:
+        print(f"{ct / n * 1e6:10.0f} {tt / n * 1e6:10.0f} {nc / n:9.2f}  {name}")
+    print(f"{'cum µs/req':>10} {'own µs/req':>10} {'calls/req':>9}  function (by own time)")
+    for ct, tt, nc, name in sorted(rows, key=lambda r: -r[1])[:top]:
+        print(f"{ct / n * 1e6:10.0f} {tt / n * 1e6:10.0f} {nc / n:9.2f}  {name}")
 
 
 # ---------------------------------------------------------------------------- the load generator
@@ -387,6 +461,8 @@ class Result:
     errors: dict[str, int]
     cpu_seconds: float
     """CPU time (user + system, all threads) the server process used during the run."""
+    wait_seconds: float
+    """Time the server's main thread (the event loop) was ready to run but another process had the core."""
 
     @property
     def rps(self) -> float:
@@ -398,9 +474,22 @@ class Result:
         return self.cpu_seconds / self.seconds if self.seconds else 0.0
 
     @property
+    def wait_share(self) -> float:
+        """Share of the run the event loop waited for a core: high means a busy machine, not our code."""
+        return self.wait_seconds / self.seconds if self.seconds else 0.0
+
+    @property
     def cpu_us_per_request(self) -> float:
         """CPU per request: the server's own cost, less sensitive to a busy machine than req/s."""
         return self.cpu_seconds / self.requests * 1e6 if self.requests else 0.0
+
+
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the main thread of ``pid`` spent runnable, waiting for a CPU (``/proc/PID/schedstat``)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -434,9 +523,10 @@ def run_wrk(
         str(script),
         server.url,
     ]
-    cpu_before = cpu_seconds(server.process.pid)
+    cpu_before, wait_before = cpu_seconds(server.process.pid), run_queue_seconds(server.process.pid)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     cpu_used = cpu_seconds(server.process.pid) - cpu_before
+    waited = run_queue_seconds(server.process.pid) - wait_before
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n{proc.stdout}{proc.stderr}\n")
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK_RESULT ")), None)
@@ -454,6 +544,7 @@ def run_wrk(
         max_ms=data["max_us"] / 1000,
         errors={k: int(data[k]) for k in ("connect", "read", "write", "status", "timeout") if data[k]},
         cpu_seconds=cpu_used,
+        wait_seconds=waited,
     )
 
 
@@ -512,6 +603,7 @@ def print_report(
         "requests",
         "CPU µs/req",
         "core",
+        "waited",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "server" else "right")
@@ -531,6 +623,7 @@ def print_report(
                 f"{r.requests:,}",
                 f"{r.cpu_us_per_request:,.0f}",
                 f"{r.cpu_util:.2f}",
+                f"{r.wait_share:.2f}",
             )
     Console(width=120).print(table)
 
@@ -599,9 +692,13 @@ def bench(args: argparse.Namespace) -> int:
                 print(
                     f"  {name:8s} c={c:<3d} {result.rps:9,.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
                     f"p99 {result.p99_ms:7.2f} ms  {result.cpu_us_per_request:7,.0f} CPU µs/req  "
-                    f"core {result.cpu_util:.2f}{flag}",
+                    f"core {result.cpu_util:.2f} waited {result.wait_share:.2f}{flag}",
                     flush=True,
                 )
+        if args.profile and "ours" in running:
+            profile_run(
+                running["ours"], Path(args.profile).resolve(), args.duration, script, cores.load, wrk_log
+            )
         for server in running.values():  # the servers stay healthy under the load
             if post(server.url, body).status_code != 200:
                 print(f"error: {server.name} no longer answers 200 after the load", file=sys.stderr)
@@ -652,7 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8, help="training epochs of the benchmarked model")
     parser.add_argument("--keep", help="keep logs, model and profile in this folder")
     parser.add_argument(
-        "--profile", help="run ours under cProfile and write the stats to this file (slows it down)"
+        "--profile",
+        help="after the measured runs, profile ours (cProfile) through one more run at c=8, write the "
+        "stats to this file and print the cost centres per request",
     )
     args = parser.parse_args(argv)
     if args.command == "serve":
