@@ -11,9 +11,18 @@ Each server is one uvicorn worker (uvloop + httptools, no access log) pinned wit
 one core; ``wrk`` (Debian's, one thread) is pinned to the other core. Every server gets the same
 request, one real reading of ``datatest.txt`` in the documented body ``{"readings": [...]}``,
 and the bench first checks that each answers it with 200 (and that ours and naive agree on the
-probability). Then, at each concurrency (connections) 1, 8 and 64, the servers take turns: a short
-warm-up, then ``--duration`` seconds of measurement; wrk's Lua ``done()`` reports requests/s and
-the latency percentiles (p50, p99) of that run. A run with any non-2xx answer or socket error fails.
+probability). Then, at each concurrency (connections) 1, 8 and 64, the servers take turns, ``--repeat``
+rounds: a short warm-up, then ``--duration`` seconds of measurement; wrk's Lua ``done()`` reports
+requests/s and the latency percentiles (p50, p99) of that run, and the best round (req/s) counts.
+A run with any non-2xx answer, socket error or timeout (5 s; 60 s for naive) fails the bench.
+
+Each run also reads the server's CPU time (``/proc/PID/stat``, all threads) and the time its event
+loop waited for a core held by another process (``/proc/PID/schedstat``): "core" is the share of
+one core the server used, "waited" the share it was ready but not running. On a busy machine
+(waited well above 0) req/s and p99 are the machine's; CPU µs per request is still the server's
+own cost, and the ceiling's CPU/request divided by ours is the req/s ratio an idle core would give.
+``--profile FILE`` profiles ours (cProfile, steady state) through one more run at c=8 and prints
+the cost centres per request.
 
 Targets (issue 8): ours ≥ 0.5× the ceiling's requests/s at c=8, ours' p99 < 30 ms at c=64, ours
 ≥ 20× naive's requests/s (at c=8). Exit status 1 if one is missed, naming it. Figures depend on
@@ -502,8 +511,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_wrk(
-    server: Server, connections: int, seconds: float, script: Path, prefix: list[str], log: Path
+    server: Server,
+    connections: int,
+    seconds: float,
+    script: Path,
+    prefix: list[str],
+    log: Path,
+    timeout: float = 5.0,
 ) -> Result:
+    """One wrk run (one thread) against ``server``; a request slower than ``timeout`` counts as an error."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is missing: install it as root with `apt-get install -y wrk` (Debian/Ubuntu)")
@@ -517,14 +533,14 @@ def run_wrk(
         "--duration",
         f"{max(1, round(seconds))}s",
         "--timeout",
-        "5s",
+        f"{timeout:g}s",
         "--latency",
         "--script",
         str(script),
         server.url,
     ]
     cpu_before, wait_before = cpu_seconds(server.process.pid), run_queue_seconds(server.process.pid)
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=seconds + timeout + 60)
     cpu_used = cpu_seconds(server.process.pid) - cpu_before
     waited = run_queue_seconds(server.process.pid) - wait_before
     with log.open("a") as handle:
@@ -591,7 +607,10 @@ def print_report(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="requests/s and latency per server and concurrency (wrk)", title_justify="left")
+    table = Table(
+        title="requests/s and latency per server and concurrency (wrk; the best of the repeats)",
+        title_justify="left",
+    )
     columns = (
         "server",
         "c",
@@ -680,21 +699,29 @@ def bench(args: argparse.Namespace) -> int:
             print(f"same request, probability: ours {ours_p:.6f}, naive (Keras) {naive_p:.6f}")
             if abs(ours_p - naive_p) > 1e-3:
                 print("warning: ours and the Keras model disagree on the probability", file=sys.stderr)
-        results: dict[tuple[str, int], Result] = {}
+        results: dict[tuple[str, int], Result] = {}  # the best of the repeats (highest req/s)
+        failed_runs: list[Result] = []
         wrk_log = work / "wrk.log"
         for c in concurrencies:
-            for name in servers:
-                server = running[name]
-                run_wrk(server, min(c, 8), args.warmup, script, cores.load, wrk_log)
-                result = run_wrk(server, c, args.duration, script, cores.load, wrk_log)
-                results[(name, c)] = result
-                flag = f"  ERRORS {result.errors}" if result.errors else ""
-                print(
-                    f"  {name:8s} c={c:<3d} {result.rps:9,.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                    f"p99 {result.p99_ms:7.2f} ms  {result.cpu_us_per_request:7,.0f} CPU µs/req  "
-                    f"core {result.cpu_util:.2f} waited {result.wait_share:.2f}{flag}",
-                    flush=True,
-                )
+            for round_ in range(args.repeat):
+                for name in servers:  # the servers take turns, so a burst of load elsewhere hits all
+                    server = running[name]
+                    # naive queues 64 connections for seconds: its timeout must not cut its queue short
+                    timeout = 60.0 if name == "naive" else 5.0
+                    run_wrk(server, min(c, 8), args.warmup, script, cores.load, wrk_log, timeout)
+                    result = run_wrk(server, c, args.duration, script, cores.load, wrk_log, timeout)
+                    best = results.get((name, c))
+                    if best is None or result.rps > best.rps:
+                        results[(name, c)] = result
+                    flag = f"  ERRORS {result.errors}" if result.errors else ""
+                    print(
+                        f"  {name:8s} c={c:<3d} #{round_ + 1} {result.rps:9,.0f} req/s  "
+                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                        f"{result.cpu_us_per_request:5,.0f} CPU µs/req  core {result.cpu_util:.2f} "
+                        f"waited {result.wait_share:.2f}{flag}",
+                        flush=True,
+                    )
+                    failed_runs.extend([result] if result.errors else [])
         if args.profile and "ours" in running:
             profile_run(
                 running["ours"], Path(args.profile).resolve(), args.duration, script, cores.load, wrk_log
@@ -705,7 +732,6 @@ def bench(args: argparse.Namespace) -> int:
         stack.close()
         print()
         print_report(results, servers, concurrencies)
-        failed_runs = [r for r in results.values() if r.errors]
         checks = check_targets(results)
         if ("ours", 8) in results and ("ceiling", 8) in results:
             print(f"ours/ceiling at c=8: {results[('ours', 8)].rps / results[('ceiling', 8)].rps:.2f}×")
@@ -743,7 +769,10 @@ def main(argv: list[str] | None = None) -> int:
         "--servers", default=",".join(SERVERS), help="comma-separated subset of ours,ceiling,naive"
     )
     parser.add_argument("--connections", default=",".join(map(str, CONCURRENCIES)))
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds of measurement per run")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of measurement per run")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per server and concurrency; the best (req/s) is reported"
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each run")
     parser.add_argument("--readings", type=int, default=1, help="readings per request (1 to 1440)")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs of the benchmarked model")
