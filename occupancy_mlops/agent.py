@@ -25,6 +25,8 @@ def local_agent(queue: str, env: dict[str, str], workdir: Path, worker_id: str) 
         "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
         "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
         "CLEARML_WORKER_ID": worker_id,
+        # look at the queue every second instead of every 5 s: a queued step starts sooner
+        "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC": "1",
     }
     log_path = workdir / f"agent-{worker_id}.log"
     with log_path.open("w") as log:

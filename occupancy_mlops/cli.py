@@ -190,18 +190,20 @@ def timeline(
     last: Annotated[int, typer.Option(min=1, help="newest N dataset versions")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per version")] = False,
 ) -> None:
-    """Per dataset version: finalized → retrain queued → model published or rejected, with accuracies."""
+    """Per dataset version: finalized → retrain queued → gated → canary → promoted or rolled back."""
     import json
     from dataclasses import asdict
 
     from rich.console import Console
 
-    from occupancy_mlops.timeline import read_timeline, timeline_table
+    from occupancy_mlops.timeline import add_registry_times, read_timeline, timeline_table
     from services.scheduler.api import ApiCallError, ClearmlApi
+    from training.registry import ModelRegistry, RegistryError
 
     try:
         rows = read_timeline(ClearmlApi(), project, dataset, last)
-    except ApiCallError as exc:
+        add_registry_times(rows, ModelRegistry(project))
+    except (ApiCallError, RegistryError) as exc:
         typer.echo(f"error: cannot read the ClearML server: {exc}", err=True)
         raise typer.Exit(1) from exc
     if as_json:

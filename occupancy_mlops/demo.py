@@ -6,10 +6,15 @@ one, tagged with its day) and print what every version added, changed and remove
 becomes the fixed evaluation set of the gate.
 Stage 2: the retraining pipeline (preprocess → train → evaluate + gate) runs on the latest version,
 its steps executed by a real clearml-agent; the first model clears the floor and becomes champion.
-Stage 3: the automatic loop. The trigger scheduler and two agents (pipeline controllers on
-``services``, steps on ``training``) start; the last days arrive as labeling rounds tagged
-``Production``; each new version is retrained without anyone asking, and the demo prints the
-timeline per version: labeled → finalized → retrain queued → model published or rejected.
+Stage 3: the whole loop (:mod:`occupancy_mlops.live_loop`). The trigger scheduler, two agents
+(pipeline controllers on ``services``, steps on ``training``), the inference server (clearml-serving
+with our endpoint), a real Prometheus and the canary controller start, and a replay client sends real
+readings as HTTP requests. The last days arrive as labeling rounds tagged ``Production``: each new
+version is retrained without anyone asking, gated, deployed as a canary under live traffic and
+promoted or rolled back on Prometheus' numbers. In the first round serving fails half of the canary
+arm's requests (an injected fault), so that canary is rolled back. The demo prints the timeline per
+version (labeled → finalized → queued → gated → canary → promoted or rolled back) and writes a
+report with plots.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from rich.console import Console
 from rich.table import Table
 
 from occupancy_mlops.agent import local_agent
-from occupancy_mlops.local_stack import scheduler_process
-from occupancy_mlops.timeline import VersionTimeline, read_timeline, timeline_table
+from occupancy_mlops.live_loop import LiveLoop, live_loop, model_of_version, wait_settled
+from occupancy_mlops.replay import Replay, ReplayStats, reading_payload
+from occupancy_mlops.report import VersionRow, serving_series, write_report
+from occupancy_mlops.timeline import VersionTimeline, add_registry_times, read_timeline, timeline_table
 from services.labeling.sync import VersionReport, sync_folder
 from services.labeling.versions import human_size
 from services.local_server import local_server
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
+from training.registry import ModelRegistry
 
 PROJECT = "Occupancy"
 DATASET = "room-sensors"
@@ -46,8 +54,13 @@ QUEUE = "training"
 CONTROLLER_QUEUE = "services"
 PRODUCTION = "Production"
 RETRAIN_TIMEOUT = 900.0  # seconds the demo waits for the automatic retrains
-DEPLOY_MODE = "direct"
-"""No canary controller runs in the demo yet: the gate makes a passing challenger the champion at once."""
+DEPLOY_MODE = "canary"
+"""A passing challenger waits as a candidate until the canary controller promotes or rolls it back
+(the first model becomes champion at once: there is nothing to compare a canary with)."""
+REPLAY_RATE = 25.0  # requests a second of the replay client
+FAULT_ERROR_RATIO = 0.5  # share of the canary arm's requests that fail in the faulty round
+MIN_LIVE_ANSWERS = 100  # live accuracy of a version is shown from this many answers on
+AFTER_SECONDS = 10.0  # traffic kept flowing after the last decision, for the report's plots
 
 
 @contextlib.contextmanager
@@ -95,6 +108,8 @@ class DemoResult:
     eval_dataset_id: str
     verdict: dict[str, Any] | None = None  # the gate's verdict on the first trained model
     timeline: list[VersionTimeline] = field(default_factory=list)  # stage 3, every version
+    report: Path | None = None  # stage 3: report.md with its figures
+    replay: ReplayStats | None = None  # stage 3: what the replay client sent and got back
 
 
 def _clearml_env(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
@@ -167,16 +182,19 @@ def _ensure_queue(name: str) -> None:
         api.queues.create(name=name)
 
 
-def _automatic_retrains(
+def _live_rounds(
     workdir: Path,
     env: dict[str, str],
     later: list[Path],
     labeled: Path,
     eval_id: str,
+    replay_frame: Any,
     console: Console,
     sdk_log: Path,
-) -> tuple[list[VersionReport], list[VersionTimeline]]:
-    """Stage 3: the scheduler and agents run; each later day is a Production labeling round."""
+) -> tuple[list[VersionReport], list[VersionTimeline], Path, ReplayStats]:
+    """Stage 3: the whole loop runs; each later day is a Production labeling round whose model is
+    retrained, gated, deployed as a canary under replayed traffic and promoted or rolled back. The
+    first round's canary gets an injected fault in serving."""
     from services.scheduler.api import ClearmlApi
 
     for queue in (CONTROLLER_QUEUE, QUEUE):
@@ -188,52 +206,124 @@ def _automatic_retrains(
         "steps_queue": QUEUE,
         "parameters": {
             "Args/eval_dataset_id": eval_id,
-            "Args/overrides": json.dumps({"DEPLOY_MODE": DEPLOY_MODE}),
+            "Args/overrides": json.dumps({"DEPLOY_MODE": "canary"}),
         },
         "poll_interval_seconds": 1.0,
     }
     api = ClearmlApi()
+    registry = ModelRegistry(PROJECT)
     reports: list[VersionReport] = []
     labeled_at: dict[str, datetime] = {}
+    events: list[tuple[float, str]] = []
     with (
-        console.status("starting the trigger scheduler (it registers the pipeline template)") as status,
-        scheduler_process(env, settings, workdir / "scheduler.log") as scheduler,
-        local_agent(CONTROLLER_QUEUE, env, workdir, "demo-controllers"),
-        local_agent(QUEUE, env, workdir, "demo-agent"),
+        console.status("starting scheduler, agents, serving, Prometheus and the canary controller") as status,
+        live_loop(workdir / "loop", env, project=PROJECT, scheduler_settings=settings) as loop,
     ):
         console.print(
-            f"Trigger scheduler watching {PROJECT} for versions tagged {PRODUCTION} "
-            f"(metrics: {scheduler.url}/metrics); agents on {CONTROLLER_QUEUE} and {QUEUE}."
+            f"Serving [bold]POST {loop.endpoint}[/bold] (clearml-serving, service {loop.service_id[:8]}); "
+            f"Prometheus {loop.prometheus.url}; canary controller {loop.canary_url}; trigger scheduler "
+            f"{loop.scheduler_url}; agents on {CONTROLLER_QUEUE} and {QUEUE}."
         )
-        for i, day_file in enumerate(later, 1):
-            status.update(f"labeling round {i}/{len(later)}: {day_file.stem} (tagged {PRODUCTION})")
-            shutil.copy2(day_file, labeled / day_file.name)
-            done = datetime.now(UTC)
-            with _quiet(sdk_log):
-                report = sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}", PRODUCTION])
-            reports.append(report)
-            labeled_at[report.dataset_id] = done
-        ids = [r.dataset_id for r in reports]
-        deadline = time.monotonic() + RETRAIN_TIMEOUT
-        while True:
-            rows = read_timeline(api, PROJECT, DATASET, ids=ids, last=len(ids))
-            settled = [r for r in rows if r.run_status in ("completed", "failed", "stopped")]
-            status.update(
-                f"automatic retrains: {len(settled)}/{len(ids)} decided "
-                + " · ".join(f"{r.dataset_id[:8]} {r.run_status or 'waiting'}" for r in rows)
+        status.update("waiting for serving to answer with the champion")
+        _wait_answering(loop.endpoint, replay_frame, 120)
+        with Replay(loop.endpoint, replay_frame, rate=REPLAY_RATE) as replay:
+            console.print(
+                f"Replay client: {REPLAY_RATE:.0f} requests/s of real readings ({EVAL_DATASET}), "
+                "each with its last hour of history; answers checked against the labels."
             )
-            if len(settled) == len(ids):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the automatic retrains did not finish within {RETRAIN_TIMEOUT:.0f} s; see "
-                    f"{workdir / 'scheduler.log'} and the agent logs in {workdir}"
+            for i, day_file in enumerate(later, 1):
+                label = f"round {i}/{len(later)} ({day_file.stem})"
+                faulty = i == 1
+                if faulty:
+                    loop.inject_fault("canary", error_ratio=FAULT_ERROR_RATIO)
+                    events.append((time.time(), "fault on"))
+                    console.print(
+                        f"[yellow]{label}: INJECTED FAULT: serving fails {FAULT_ERROR_RATIO:.0%} of the "
+                        "canary arm's requests (a fault filter, as a service mesh would inject)[/yellow]"
+                    )
+                status.update(f"{label}: labeling round tagged {PRODUCTION}")
+                shutil.copy2(day_file, labeled / day_file.name)
+                done = datetime.now(UTC)
+                with _quiet(sdk_log):
+                    report = sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}", PRODUCTION])
+                reports.append(report)
+                labeled_at[report.dataset_id] = done
+                events.append((time.time(), f"{day_file.stem} labeled"))
+                outcome = wait_settled(
+                    api, registry, PROJECT, DATASET, report.dataset_id, status.update, label, RETRAIN_TIMEOUT
                 )
-            time.sleep(2)
-    rows = read_timeline(api, PROJECT, DATASET, last=100)
-    for row in rows:
-        row.labeled = labeled_at.get(row.dataset_id)
-    return reports, rows
+                events.append((time.time(), outcome))
+                if faulty:
+                    loop.clear_faults()
+                colour = {"champion": "green", "rolled-back": "yellow"}.get(outcome, "red")
+                _, model_id = model_of_version(api, PROJECT, DATASET, report.dataset_id)
+                state = registry.read()
+                console.print(
+                    f"{label}: model {(model_id or '-')[:8]} → [{colour}]{outcome}[/{colour}]"
+                    + (f" ({state.reasons.get(model_id, '')})" if model_id else "")
+                )
+            status.update("traffic on the final champion")
+            time.sleep(AFTER_SECONDS)
+        stats = replay.stats
+        end = time.time()
+        console.print(
+            f"Replay: {stats.sent:,} requests, answers by status {dict(sorted(stats.by_status().items()))}, "
+            f"by arm {dict(sorted(stats.by_arm().items()))}."
+        )
+        rows = read_timeline(api, PROJECT, DATASET, last=100)
+        for row in rows:
+            row.labeled = labeled_at.get(row.dataset_id)
+        add_registry_times(rows, registry)
+        page = _write_report(workdir / "report", registry, rows, stats, loop, end, events)
+    return reports, rows, page, stats
+
+
+def _wait_answering(endpoint: str, frame: Any, timeout: float) -> None:
+    """Until the endpoint answers a request of real readings with 200 (the controller deployed the
+    champion and serving read its configuration)."""
+    import requests
+
+    body = reading_payload(frame.head(61))
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            resp = requests.post(endpoint, json=body, timeout=10)
+            if resp.status_code == 200:
+                return
+            last = f"{resp.status_code} {resp.text[:200]}"
+        except requests.RequestException as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise RuntimeError(f"serving did not answer within {timeout:.0f} s (last answer: {last})")
+
+
+def _write_report(
+    out: Path,
+    registry: ModelRegistry,
+    timeline: list[VersionTimeline],
+    stats: ReplayStats,
+    loop: LiveLoop,
+    end: float,
+    events: list[tuple[float, str]],
+) -> Path:
+    """Accuracy per version, traffic split, latency and error ratio per arm, as PNGs and report.md."""
+    state = registry.read()
+    accuracy = {r.model_id: r.accuracy for r in timeline if r.model_id}
+    rows = [
+        VersionRow(
+            str(version),
+            model_id,
+            state.states.get(model_id, "-"),
+            accuracy.get(model_id),
+            stats.accuracy(str(version), min_answers=MIN_LIVE_ANSWERS),
+            state.reasons.get(model_id, ""),
+            stats.judged(str(version)),
+        )
+        for model_id, version in sorted(state.versions.items(), key=lambda kv: kv[1])
+    ]
+    series = serving_series(loop.prometheus.url, loop.started_at, end)
+    return write_report(out, rows, series, loop.started_at, events)
 
 
 def run_demo(
@@ -299,14 +389,19 @@ def run_demo(
                 f"Now the loop runs by itself: {len(later)} more day(s) arrive as labeling rounds tagged "
                 f"{PRODUCTION}."
             )
-            new_reports, result.timeline = _automatic_retrains(
-                workdir, env, later, labeled, eval_id, console, sdk_log
+            replay_frame = load_occupancy_file(source / "datatest.txt")
+            new_reports, result.timeline, result.report, result.replay = _live_rounds(
+                workdir, env, later, labeled, eval_id, replay_frame, console, sdk_log
             )
             result.versions += new_reports
             console.print(timeline_table(result.timeline, f"The loop, per version of {PROJECT}/{DATASET}"))
             console.print(
                 "[dim]Times after each version was finalized; a version without the Production tag is "
-                "not launched.[/dim]"
+                "not launched. canary: the new model serving a share of the traffic; decided: promoted "
+                "to champion or rolled back.[/dim]"
+            )
+            console.print(
+                f"Report with plots (accuracy per version, traffic split, latency, errors): {result.report}"
             )
     command = Path(sys.executable).parent / "occupancy-mlops"
     with contextlib.suppress(ValueError):

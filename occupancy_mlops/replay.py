@@ -35,6 +35,7 @@ class Answer:
     model_version: str
     occupied: bool | None
     label: int
+    model_id: str = "-"
 
 
 @dataclass
@@ -51,14 +52,27 @@ class ReplayStats:
     def by_arm(self) -> Counter[str]:
         return Counter(a.arm for a in self.answers)
 
-    def accuracy(self, model_version: str | None = None) -> float | None:
-        """Share of correct answers (against the readings' labels), of one model version or all."""
+    def first_answer(self, model_id: str) -> float | None:
+        """Unix time of the first request a model answered (None: it answered none)."""
+        return next((a.sent_at for a in self.answers if a.model_id == model_id), None)
+
+    def judged(self, model_version: str | None = None) -> int:
+        """Answers with a prediction, of one model version or all."""
+        return sum(
+            1
+            for a in self.answers
+            if a.occupied is not None and (model_version is None or a.model_version == model_version)
+        )
+
+    def accuracy(self, model_version: str | None = None, min_answers: int = 1) -> float | None:
+        """Share of correct answers (against the readings' labels), of one model version or all;
+        None with fewer than ``min_answers`` answers."""
         judged = [
             a
             for a in self.answers
             if a.occupied is not None and (model_version is None or a.model_version == model_version)
         ]
-        if not judged:
+        if not judged or len(judged) < min_answers:
             return None
         return sum(bool(a.occupied) == bool(a.label) for a in judged) / len(judged)
 
@@ -113,13 +127,14 @@ class Replay:
         except requests.RequestException:
             return Answer(started, time.perf_counter() - tic, 0, "-", "-", None, label)
         latency = time.perf_counter() - tic
-        arm, version, occupied = "-", "-", None
+        arm, version, occupied, model_id = "-", "-", None, "-"
         if resp.status_code == 200:
             data = resp.json()
             arm = str(data.get("arm", "-"))
-            version = str((data.get("model") or {}).get("version", "-"))
+            model = data.get("model") or {}
+            version, model_id = str(model.get("version", "-")), str(model.get("id", "-"))
             occupied = bool(data["predictions"][-1]["occupied"])
-        return Answer(started, latency, resp.status_code, arm, version, occupied, label)
+        return Answer(started, latency, resp.status_code, arm, version, occupied, label, model_id)
 
     def _run(self) -> None:
         interval = 1.0 / self.rate

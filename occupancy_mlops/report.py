@@ -40,6 +40,8 @@ class VersionRow:
     eval_accuracy: float | None
     live_accuracy: float | None
     reason: str = ""
+    live_answers: int = 0
+    """Answers of this version the replay client checked against the labels."""
 
 
 Series = dict[str, tuple[list[float], list[float]]]
@@ -137,7 +139,7 @@ def write_report(
         hatch="//",
         label="live (replayed labels)",
     )
-    ax.set_xticks(xs, [f"v{v.version}\n{v.state}" for v in versions])
+    ax.set_xticks(xs, [f"v{v.version}\n{v.state}\nlive n={v.live_answers:,}" for v in versions])
     scores = [100 * a for v in versions for a in (v.eval_accuracy, v.live_accuracy) if a]
     ax.set_ylim(max(0.0, min(scores, default=90) - 2), 100)
     ax.set_ylabel("accuracy (%)")
@@ -186,12 +188,13 @@ def write_report(
     lines = [
         "# The loop's report",
         "",
-        "| version | model | state | gate accuracy | live accuracy | reason |",
+        "| version | model | state | gate accuracy | live accuracy (answers) | reason |",
         "|---|---|---|---|---|---|",
     ]
     for v in versions:
         gate = f"{v.eval_accuracy:.2%}" if v.eval_accuracy is not None else "-"
         live = f"{v.live_accuracy:.2%}" if v.live_accuracy is not None else "-"
+        live += f" ({v.live_answers:,})"
         lines.append(f"| v{v.version} | {v.model_id[:8]} | {v.state} | {gate} | {live} | {v.reason} |")
     lines.append("")
     for title, name in figures:

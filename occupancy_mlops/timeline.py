@@ -1,5 +1,6 @@
 """The loop's timeline, read back from ClearML: per dataset version, when it was finalized, when its
-retrain was launched, and what the gate decided about the model trained on it.
+retrain was launched, what the gate decided about the model trained on it, and (from the model
+registry's event log) when it went live as a canary and was promoted or rolled back.
 
 Everything comes from the server (the dataset tasks, the runs holding the scheduler's idempotency key
 ``retrain-of:<version>``, the models tagged ``dataset:<version>`` with the gate's metadata), so the
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 
 from services.scheduler.api import ClearmlApi
 from services.scheduler.reconcile import idempotency_key, parse_time
+from training.registry import CHAMPION, ROLLED_BACK, ModelRegistry
 
 
 @dataclass
@@ -41,6 +43,10 @@ class VersionTimeline:
     accuracy: float | None = None
     champion_accuracy: float | None = None
     decided: datetime | None = None
+    canary_live: datetime | None = None
+    """When the model started serving a share of the traffic as the canary."""
+    canary_decided: datetime | None = None
+    """When the canary was promoted to champion or rolled back."""
     labeled: datetime | None = None
     """When the labeling round ended (known to the caller that labeled, not to the server)."""
 
@@ -131,22 +137,41 @@ def read_timeline(
     return sorted(rows.values(), key=lambda r: (r.finalized or datetime.min.astimezone(), r.dataset_id))
 
 
+def add_registry_times(rows: list[VersionTimeline], registry: ModelRegistry, limit: int = 200) -> None:
+    """Fill ``canary_live`` and ``canary_decided`` of ``rows`` from the model registry's event log."""
+    history = list(reversed(registry.history(limit)))  # oldest first
+    by_model = {r.model_id: r for r in rows if r.model_id}
+    for state, _reason in history:
+        if state.canary is not None and state.canary.model_id in by_model:
+            row = by_model[state.canary.model_id]
+            if row.canary_live is None:
+                row.canary_live = datetime.fromtimestamp(state.canary.started_at, UTC)
+        for model_id, row in by_model.items():
+            decided = state.states.get(model_id) in (CHAMPION, ROLLED_BACK)
+            if decided and row.canary_live is not None and row.canary_decided is None:
+                row.canary_decided = datetime.fromtimestamp(state.updated_at, UTC)
+
+
 def _after(row: VersionTimeline, moment: datetime | None) -> str:
     seconds = row.seconds_after_finalize(moment)
     return "-" if seconds is None else f"{seconds:+.1f} s"
 
 
 def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per dataset version") -> Table:
-    """Labeled → finalized → retrain queued → gate decided (seconds relative to the finalize), the
+    """Labeled → finalized → retrain queued → gated → canary live → promoted or rolled back (seconds
+    relative to the finalize; labeled and the run's status only when there are no canary columns), the
     retrain's status, the model and the gate's verdict (a published model shows its registry state
     and version: champion, candidate, canary, former-champion, rolled-back), with the challenger's and
     champion's accuracy."""
     table = Table(title=title, title_justify="left")
-    show_labeled = any(r.labeled for r in rows)
+    show_canary = any(r.canary_live for r in rows)
+    show_labeled = any(r.labeled for r in rows) and not show_canary  # keep the table within 132 columns
     show_dataset = len({r.dataset_name for r in rows}) > 1
     columns = ["version", *(["dataset"] if show_dataset else []), "tags"]
     columns += ["labeled"] if show_labeled else []
-    columns += ["finalized", "queued", "decided", "run", "model", "verdict", "accuracy (champion)"]
+    columns += ["finalized", "queued", "gated"]
+    columns += ["canary", "decided"] if show_canary else []
+    columns += [*([] if show_canary else ["run"]), "model", "verdict", "accuracy (champion)"]
     for column in columns:
         table.add_column(column, no_wrap=column != "tags", min_width=14 if column == "tags" else None)
     for r in rows:
@@ -168,7 +193,11 @@ def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per data
             r.finalized.strftime("%H:%M:%S") if r.finalized else "-",
             _after(r, r.launched),
             _after(r, r.decided),
-            r.run_status or "-",
+            *(
+                [_after(r, r.canary_live), _after(r, r.canary_decided)]
+                if show_canary
+                else [r.run_status or "-"]
+            ),
             (r.model_id or "-")[:8],
             verdict,
             accuracy,

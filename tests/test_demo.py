@@ -1,6 +1,7 @@
 """`make demo`: dataset versions per labeling round (stage 1), the first champion through an agent
-(stage 2), then a Production round retrained by the scheduler and agents without anyone asking
-(stage 3)."""
+(stage 2), then the whole loop (stage 3): a Production round retrained by the scheduler and agents
+without anyone asking, gated, deployed as a canary on the real clearml-serving app under replayed
+traffic with an injected fault in the canary arm, and rolled back on Prometheus' numbers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from rich.console import Console
 from occupancy_mlops.demo import run_demo
 
 
-def test_demo_versions_first_champion_then_an_automatic_retrain(tmp_path, occupancy_dir, monkeypatch):
+def test_demo_versions_first_champion_then_the_loop_rolls_a_faulty_canary_back(
+    tmp_path, occupancy_dir, monkeypatch
+):
     monkeypatch.setattr("os.environ", {**os.environ, "HOME": str(tmp_path / "home")})  # demo sets CLEARML_*
     out = io.StringIO()
     result = run_demo(
@@ -45,6 +48,21 @@ def test_demo_versions_first_champion_then_an_automatic_retrain(tmp_path, occupa
     assert auto.finalized <= auto.launched <= auto.decided
     assert rows[reports[1].dataset_id].run_id is None, "an untagged version is not launched"
     assert "The loop, per version of Occupancy/room-sensors" in text
+
+    # the first Production round's canary fails half of its requests in serving: rolled back
+    assert "INJECTED FAULT" in text
+    if auto.verdict == "published":  # (a challenger the gate refuses never reaches serving)
+        assert auto.state == "rolled-back", auto
+        assert auto.canary_live and auto.canary_decided and auto.decided <= auto.canary_live
+        assert "error_ratio" in text, "the reason names the failing check"
+    replay = result.replay
+    assert replay is not None and replay.by_status()[200] > 100, replay.by_status()
+    assert set(replay.by_arm()) >= {"champion"}
+    accuracy = replay.accuracy()
+    assert accuracy is not None and accuracy > 0.9, "live answers checked against the labels"
+    assert result.report is not None and result.report.is_file()
+    for figure in ("accuracy.png", "traffic.png", "p95.png", "errors.png"):
+        assert (result.report.parent / figure).stat().st_size > 10_000, figure
 
 
 def test_demo_names_a_missing_data_folder(tmp_path):

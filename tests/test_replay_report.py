@@ -89,6 +89,9 @@ def test_replay_sends_history_checks_labels_and_stops_by_itself(stand_in, occupa
     accuracy = stats.accuracy()
     assert accuracy is not None and accuracy > 0.8
     assert stats.accuracy("2") is not None and stats.accuracy("no such version") is None
+    assert stats.accuracy("2", min_answers=1000) is None, "too few answers to show an accuracy"
+    assert stats.judged() == 36 and stats.judged("2") + stats.judged("1") == 36
+    assert stats.first_answer("m") == min(a.sent_at for a in stats.answers if a.status == 200)
 
 
 def test_replay_refuses_a_frame_without_labels(occupancy_dir: Path) -> None:
@@ -105,9 +108,9 @@ def test_report_writes_every_figure(tmp_path: Path) -> None:
         "errors": {},
     }
     versions = [
-        VersionRow("1", "a" * 32, "former-champion", 0.981, 0.975),
-        VersionRow("2", "b" * 32, "champion", 0.983, 0.979, "promoted"),
-        VersionRow("3", "c" * 32, "rolled-back", 0.982, None, "error ratio 0.5 > 0.05"),
+        VersionRow("1", "a" * 32, "former-champion", 0.981, 0.975, live_answers=1200),
+        VersionRow("2", "b" * 32, "champion", 0.983, 0.979, "promoted", live_answers=800),
+        VersionRow("3", "c" * 32, "rolled-back", 0.982, None, "error ratio 0.5 > 0.05", live_answers=40),
     ]
     page = write_report(tmp_path / "report", versions, series, start, events=[(1_005.0, "v3 canary")])
     text = page.read_text()
@@ -115,4 +118,5 @@ def test_report_writes_every_figure(tmp_path: Path) -> None:
         png = tmp_path / "report" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in text
-    assert "| v3 | cccccccc | rolled-back | 98.20% | - | error ratio 0.5 > 0.05 |" in text
+    assert "| v1 | aaaaaaaa | former-champion | 98.10% | 97.50% (1,200) |  |" in text
+    assert "| v3 | cccccccc | rolled-back | 98.20% | - (40) | error ratio 0.5 > 0.05 |" in text

@@ -81,6 +81,11 @@ def evaluate_step(model_id: str, eval_frame: Any, overrides: str, project: str) 
     return verdict
 
 
+STEP_POLL_MINUTES = 0.02
+"""How often the controller looks at its steps (minutes): 1.2 s. The SDK's default, 0.2 (12 s), put
+up to 12 s of idle time after each of the three steps into every retrain."""
+
+
 def build(
     project: str = PROJECT,
     queue: str | None = None,
@@ -92,7 +97,13 @@ def build(
     ``overrides`` are training settings (training/config.py), e.g. ``{"DEPLOY_MODE": "direct"}``."""
     from clearml import PipelineController
 
-    pipe = PipelineController(name=PIPELINE_NAME, project=project, version="1.0.0", add_pipeline_tags=True)
+    pipe = PipelineController(
+        name=PIPELINE_NAME,
+        project=project,
+        version="1.0.0",
+        add_pipeline_tags=True,
+        pool_frequency=STEP_POLL_MINUTES,
+    )
     pipe.add_parameter("dataset_id", dataset_id, "dataset version to train on")
     pipe.add_parameter("eval_dataset_id", eval_dataset_id, "the fixed evaluation set of the gate")
     pipe.add_parameter(
