@@ -6,8 +6,11 @@ step; the controller SIGKILLed in every state and resuming where it was."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -40,6 +43,24 @@ def when_state_began(stack: Stack, model_id: str, name: str) -> float:
         if state.states.get(model_id) == name:
             return state.updated_at
     raise AssertionError(f"{model_id} was never {name}")
+
+
+def start_cli(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    """``occupancy-mlops ARGS`` started in the background (each costs seconds of imports)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("occupancy-mlops")), *args],
+        env=stack.env,
+        cwd=stack.env["HOME"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_cli(proc: subprocess.Popen[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def wait_answers(stack: Stack, what: str, check, since: float, timeout: float) -> list:
@@ -162,21 +183,25 @@ def test_manual_pause_resume_and_rollback_during_a_step(stack: Stack) -> None:
     champion = stack.state().champion
     assert champion is not None
     champion_version = str(stack.state().versions[champion])
-    stack.registry.submit(model, "gate: passed offline")
-    stack.wait_state("the second step", lambda s: s.canary is not None and s.canary.step == 1, 60)
     args = ("--project", stack.project)
+    missing = start_cli(stack, "canary", "once", "--project", "NoSuchProject")  # meanwhile
+    stack.registry.submit(model, "gate: passed offline")
+    stack.wait_state("the canary", lambda s: s.canary is not None and s.canary.model_id == model, 30)
 
+    # at whichever step the pause lands (the CLI takes seconds on a busy machine): held there
     paused = cli(stack.env, "canary", "pause", "--reason", "looking at it", *args)
     assert paused.returncode == 0, paused.stderr
     held = stack.state().canary
     assert held is not None and held.paused and held.model_id == model
+    assert held.step < 3, f"the pause came after the canary reached 100 %: {held}"
     assert f"paused at {held.weight:.0%}" in paused.stdout
-    time.sleep(2 * ANALYSIS_SECONDS + POLL_SECONDS)
+    hold_until = time.monotonic() + 2 * ANALYSIS_SECONDS + POLL_SECONDS
+    status = finish_cli(start_cli(stack, "canary", "status", *args))
+    assert status.returncode == 0 and "PAUSED" in status.stdout, status.stdout + status.stderr
+    time.sleep(max(0.0, hold_until - time.monotonic()))
     canary = stack.state().canary
     assert canary == held, "held: no analysis, no step, same weight"
     assert canary.last_reason == "manual: looking at it"
-    status = cli(stack.env, "canary", "status", *args)
-    assert status.returncode == 0 and "PAUSED" in status.stdout, status.stdout + status.stderr
 
     resumed = cli(stack.env, "canary", "resume", "--reason", "fine", *args)
     assert resumed.returncode == 0, resumed.stderr
@@ -191,28 +216,30 @@ def test_manual_pause_resume_and_rollback_during_a_step(stack: Stack) -> None:
     state = stack.state()
     assert state.states[model] == "rolled-back" and state.reasons[model] == "manual: wrong data"
     assert state.canary is None and state.champion == champion
-    champion_only_after(stack, time.time(), champion_version)
-    again = cli(stack.env, "canary", "rollback", "--reason", "twice", *args)
-    assert again.returncode == 1 and "no canary is running" in again.stderr
-    as_json = cli(stack.env, "canary", "status", "--json", *args)
-    assert RegistryState.from_json(as_json.stdout).states[model] == "rolled-back"
-    assert 'occupancy_canary_rollbacks_total{cause="manual"} 1.0' in stack.metrics(), "seen and counted"
-    # one pass by hand, beside the running controller: nothing left to do
-    once = cli(
-        stack.env,
-        "canary",
-        "once",
-        *args,
-        "--service-id",
-        stack.service_id,
-        "--prometheus-url",
-        stack.prom.url,
+    rolled_at = time.time()
+    # one pass by hand beside the running controller (nothing left to do), a refused rollback, JSON
+    once = start_cli(
+        stack, "canary", "once", *args, "--service-id", stack.service_id, "--prometheus-url", stack.prom.url
     )
-    assert once.returncode == 0, once.stderr
-    result = json.loads(once.stdout.strip().splitlines()[-1])
+    again = start_cli(stack, "canary", "rollback", "--reason", "twice", *args)
+    as_json = start_cli(stack, "canary", "status", "--json", *args)
+    champion_only_after(stack, rolled_at, champion_version)
+    wait_answers(
+        stack,
+        "the controller to count the manual rollback",
+        lambda _: 'occupancy_canary_rollbacks_total{cause="manual"} 1.0' in stack.metrics(),
+        rolled_at,
+        10,
+    )
+    done = finish_cli(once)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["champion"], result["canary"], result["decisions"]) == (champion, None, [])
-    missing = cli(stack.env, "canary", "once", "--project", "NoSuchProject")
-    assert missing.returncode == 2 and "no serving service 'occupancy-serving'" in missing.stderr
+    refused = finish_cli(again)
+    assert refused.returncode == 1 and "no canary is running" in refused.stderr
+    assert RegistryState.from_json(finish_cli(as_json).stdout).states[model] == "rolled-back"
+    no_service = finish_cli(missing)
+    assert no_service.returncode == 2 and "no serving service 'occupancy-serving'" in no_service.stderr
 
 
 def test_controller_sigkilled_in_every_state_resumes_where_it_was(stack: Stack) -> None:
