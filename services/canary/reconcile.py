@@ -10,12 +10,13 @@ pass does, in this order:
    (``apply_arms``). Every pass, whatever happened before: a promote or rollback is one registry
    event, and serving follows it on the next pass at the latest, also after a crash or a manual
    transition made with the CLI. Nothing can be "stuck promoting".
-3. **Judge** (canary not paused, one analysis interval after the step started or the registry's
-   last event, whichever is later): the canary against the champion over the last interval
-   (``analysis.py``). Pass → ``passes + 1``; at ``passes_per_step`` → next step (weight), or promote
-   after the last step. Fail → ``failures + 1`` (passes back to 0); at ``failure_threshold`` →
-   rollback with the failing checks in the reason. Not enough traffic → nothing is written; the
-   next pass tries again over a window grown by the time passed, until enough requests are in it.
+3. **Judge** (canary not paused, one analysis interval after the step started and serving settled,
+   or after the last registry event that changed the canary, whichever is later): the canary against
+   the champion over the traffic since then (``analysis.py``). Pass → ``passes + 1``; at
+   ``passes_per_step`` → next step (weight), or promote after the last step. Fail → ``failures + 1``
+   (passes back to 0); at ``failure_threshold`` → rollback with the failing checks in the reason.
+   Not enough traffic → nothing is written; the next pass tries again over a window grown by the
+   time passed, until enough requests are in it.
 
 Each decision is ONE registry transition, written only if the canary is still exactly as judged
 (a compare-and-set on the registry's own CAS loop): a concurrent pause, manual promote/rollback or a
@@ -162,8 +163,9 @@ class Reconciler:
         return canary.step >= len(self.settings.steps) - 1
 
     def analysis_since(self, state: RegistryState) -> float:
-        """Start of the next analysis window: the step's start or the last registry event that changed
-        the canary (a judged analysis writes one; so do a pause and a resume), whichever is later.
+        """Start of the next analysis window: ``serving_settle_seconds`` after the step's start, or the
+        last registry event that changed the canary (a judged analysis writes one; so do a pause and a
+        resume), whichever is later.
 
         The registry records when its last event of any kind happened (``updated_at``), not which one
         last touched the canary: a pass that saw the same canary before keeps the time it computed
@@ -174,7 +176,7 @@ class Reconciler:
         assert canary is not None
         if self._since is not None and self._since[0] == canary:
             return self._since[1]
-        since = max(canary.step_started_at, state.updated_at)
+        since = max(canary.step_started_at + self.settings.serving_settle_seconds, state.updated_at)
         self._since = (canary, since)
         return since
 

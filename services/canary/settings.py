@@ -45,6 +45,10 @@ class CanarySettings(BaseModel):
     analysis_interval_seconds: float = Field(30.0, ge=1, le=86400)
     """Length of one analysis window; a step is judged this long after it started (or the last analysis),
     over the traffic since then."""
+    serving_settle_seconds: float = Field(5.0, ge=0, le=600)
+    """Traffic of the first seconds of a step is not judged: inference servers pick a new weight up
+    within ``CLEARML_SERVING_POLL_FREQ`` (3 s by default), and until then the arms' shares of the
+    traffic differ from the step's, so two arms would be compared over different slices of time."""
     passes_per_step: int = Field(1, ge=1, le=100)
     """Consecutive passing analyses that move the canary to the next step (or promote it after the last)."""
     failure_threshold: int = Field(2, ge=1, le=100)

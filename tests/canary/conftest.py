@@ -81,6 +81,7 @@ class Stack:
             "poll_interval_seconds": POLL_SECONDS,
             "analysis_interval_seconds": ANALYSIS_SECONDS,
             "min_requests": MIN_REQUESTS,
+            "serving_settle_seconds": 3.0,  # the inference server polls its configuration every 3 s
             # everything shares two cores here, and clearml-serving loads an endpoint's model on its
             # first request: a cold canary's first requests take tens of milliseconds
             "p95_latency_slack_ms": 100,

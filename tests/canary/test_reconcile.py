@@ -36,6 +36,7 @@ def world():
 
 def controller(world, **overrides) -> Reconciler:
     clock, registry, serving, prom = world
+    overrides = {"serving_settle_seconds": 0, **overrides}
     settings = CanarySettings(analysis_interval_seconds=INTERVAL, min_requests=30, **overrides)
     return Reconciler(registry, serving, PrometheusAnalyzer(prom, settings), settings, CanaryMetrics(), clock)
 
@@ -280,6 +281,22 @@ def test_failures_of_serving_or_prometheus_are_counted_and_retried(world):
     assert metric(rec, "occupancy_canary_failures_total", stage="prometheus") == 1
     prom.fail = None
     assert rec.poll().decisions == ["pass", "step"], "analysed on the next pass"
+
+
+def test_the_first_seconds_of_a_step_are_not_judged(world):
+    clock, registry, _, prom = world
+    registry.submit("settling")
+    rec = controller(world, serving_settle_seconds=5)
+    rec.poll()
+    clock.advance(INTERVAL)
+    assert rec.poll().decisions == [], "serving may not have the new weight yet: the window starts later"
+    clock.advance(5)
+    assert rec.poll().decisions == ["pass", "step"]
+    assert any('arm="canary"' in q and f"[{int(INTERVAL)}s]" in q for q in prom.queries)
+    clock.advance(INTERVAL + 4)
+    assert rec.poll().decisions == []
+    clock.advance(1)
+    assert rec.poll().decisions == ["pass", "step"], "every step settles"
 
 
 def test_an_unrelated_registry_event_does_not_restart_the_analysis_window(world):
