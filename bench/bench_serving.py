@@ -743,6 +743,15 @@ def bench(args: argparse.Namespace) -> int:
                 f"ceiling CPU/req ÷ ours CPU/req at c=8: {cpu_ratio:.2f}× (the req/s ratio a server with a "
                 "whole core to itself would reach)"
             )
+        for name in servers:
+            r = results.get((name, max(concurrencies)))
+            if r is not None and r.rps and max(concurrencies) > 1 and name != "naive":
+                queue_ms = r.connections / r.rps * 1000
+                print(
+                    f"{name} at c={r.connections}: {r.connections} connections / {r.rps:,.0f} req/s = "
+                    f"{queue_ms:.1f} ms average latency from queueing alone (p50 {r.p50_ms:.1f}, "
+                    f"p99 {r.p99_ms:.1f} ms)"
+                )
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for target, met, measured in checks:
             print(f"target {target}: {'met' if met else 'MISSED'} ({measured})")
