@@ -219,7 +219,9 @@ class Verdict:
             missing = [c for c in self.checks if c.passed is None]
             return "not enough traffic: " + "; ".join(c.detail for c in missing)
         if self.passed:
-            return "passed: " + ", ".join(f"{c.name}={c.value:.3g}" for c in self.checks)
+            return "passed: " + ", ".join(
+                f"{c.name} skipped" if c.skipped else f"{c.name}={c.value:.3g}" for c in self.checks
+            )
         return "failed: " + "; ".join(c.describe() for c in self.failed)
 
 

@@ -166,6 +166,7 @@ def test_without_champion_traffic_in_the_window_distribution_checks_are_skipped(
     alone = judge(AnalysisInput(arm(buckets=SHIFTED), None), SETTINGS)
     assert alone.passed is True
     assert [c.result for c in alone.checks] == ["passed", "skipped", "skipped", "skipped"]
+    assert alone.summary() == "passed: error_ratio=0, p95_latency skipped, psi skipped, ks skipped"
     assert "no traffic to compare with" in alone.checks[2].detail
     # the champion's numbers since the canary started are the reference for errors and latency
     baseline = arm("champion", errors=10, p95=0.010)
