@@ -36,6 +36,7 @@ from starlette.responses import Response
 
 from services.serving.context import CURRENT, RequestInfo
 from services.serving.metrics import CONTENT_TYPE, get_metrics, render
+from services.serving.processor import adapt_processor
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -225,7 +226,7 @@ class OccupancyMiddleware:
             if message["type"] == "lifespan.startup.complete":
                 processor = getattr(self.upstream, "processor", None)
                 if processor is not None:
-                    skip_unchanged_polls(processor)
+                    adapt_processor(processor)
                 # everything loaded so far lives as long as the process: keep it out of collections
                 gc.collect()
                 gc.freeze()
@@ -387,47 +388,9 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         "ready": True,
         "service_id": upstream.serving_service_task_id,
         "endpoints": sorted(processor._endpoints),
+        "loaded": sorted(processor._engine_processor_lookup),
         "routes": routes,
     }
-
-
-def configuration_fingerprint(task: Any) -> str | None:
-    """The raw text of what ``ModelRequestProcessor.deserialize`` reads from the service task
-    (configuration objects, hyperparameters, artifact hashes); None when it cannot be read."""
-    try:
-        data = task.data
-        config = sorted((name, item.value) for name, item in (data.configuration or {}).items())
-        params = sorted(
-            (section, name, item.value)
-            for section, items in (data.hyperparams or {}).items()
-            for name, item in (items or {}).items()
-        )
-        artifacts = sorted((a.key, a.hash) for a in (data.execution.artifacts or []))
-    except Exception:  # an SDK shape we do not know: let upstream decide every time
-        return None
-    return json.dumps([config, params, artifacts], default=str)
-
-
-def skip_unchanged_polls(processor: Any) -> None:
-    """Every poll (3 s) upstream re-parses the serving task's configuration objects with pyhocon
-    (~30 ms of CPU holding the GIL: 100-200 ms latency spikes under load) only to hash them and
-    find nothing changed. Compare their raw text first and parse only when it changed."""
-    original = processor.deserialize
-    last: dict[str, str | None] = {"fingerprint": None}
-
-    def deserialize(task: Any = None, *args: Any, **kwargs: Any) -> bool:
-        fingerprint = configuration_fingerprint(task or processor._task)
-        if (
-            fingerprint is not None
-            and fingerprint == last["fingerprint"]
-            and not processor._model_monitoring_update_request
-        ):
-            return False
-        changed = bool(original(task, *args, **kwargs))
-        last["fingerprint"] = fingerprint
-        return changed
-
-    processor.deserialize = deserialize
 
 
 def weighted_choice(items: list[Any], size: int = 1, p: list[float] | None = None) -> list[Any]:

@@ -17,11 +17,16 @@ from tests.serving.models import expected_probability
 from tests.serving.server import READING, Deployment, deploy
 
 
-@pytest.fixture(scope="module")
-def deployment(server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deploy(
-        server, tmp_path_factory.mktemp("serving-corpus"), "ServeCorpus", "corpus-serving", [0.0]
-    ) as d:
+@pytest.fixture(scope="module", params=["direct", "upstream-route"])
+def deployment(
+    request: pytest.FixtureRequest, server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The middleware calling the upstream processor itself (default), and every request through the
+    upstream FastAPI route (``OCCUPANCY_SERVING_DIRECT=0``): the same answers either way."""
+    direct = "1" if request.param == "direct" else "0"
+    home = tmp_path_factory.mktemp(f"serving-corpus-{request.param}")
+    extra = {"OCCUPANCY_SERVING_DIRECT": direct}
+    with deploy(server, home, "ServeCorpus", f"corpus-{request.param}", [0.0], extra_env=extra) as d:
         yield d
 
 

@@ -93,6 +93,9 @@ def test_champion_then_canary_without_restart(deployment: Deployment) -> None:
     srv.wait_for("the canary to answer", both_arms, 30)
     live_after = time.monotonic() - changed
     assert live_after < 20, live_after
+    # both arms were loaded by the configuration thread, not by a request
+    assert "endpoints loaded: occupancy/canary, occupancy/champion" in srv.log_tail()
+    assert srv.wait_ready()["loaded"] == ["occupancy/canary", "occupancy/champion"]
     arms: Counter[str] = Counter()
     for _ in range(200):
         answer = srv.post(READING).json()
