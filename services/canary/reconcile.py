@@ -144,6 +144,7 @@ class Reconciler:
         self._waiting: tuple[str, int, float] | None = None
         """The analysis that last had not enough traffic (only to log that once)."""
         self._since: tuple[CanaryState, float] | None = None
+        self._applied = False
         self._seen_canary: str | None = None
         self._ended_by_me: str | None = None
         """For the metrics only: which canary the last pass saw, and the last one this process ended."""
@@ -190,18 +191,35 @@ class Reconciler:
         seconds = max(self.settings.analysis_interval_seconds, now - self.analysis_since(state))
         return max(1, math.ceil(seconds - 1e-6))
 
-    @staticmethod
-    def _guarded(judged: CanaryState, **changes: Any) -> Callable[[RegistryState], RegistryState | None]:
-        """A transition changing the canary's progress only if it is still exactly as judged."""
+    def _guarded(
+        self, judged: CanaryState, **changes: Any
+    ) -> Callable[[RegistryState], RegistryState | None]:
+        """A transition changing the canary's progress only if it is still exactly as judged;
+        ``self._applied`` says afterwards whether it did (the registry calls it again on every retry)."""
+        self._applied = False
 
         def change(state: RegistryState) -> RegistryState | None:
+            self._applied = False
             if state.canary != judged:
                 log.info("canary changed while it was judged (now %s): decision dropped", state.canary)
                 return None
             state.canary = replace(state.canary, **changes)
+            self._applied = True
             return state
 
         return change
+
+    def _still(self, judged: CanaryState) -> RegistryState | None:
+        """The current state if the canary is still exactly as judged, else None (decision dropped).
+
+        Promote and rollback are the registry's own transitions, which do not know what was judged:
+        this read right before them narrows a race with a pause or a second controller to
+        milliseconds (the registry keeps the states consistent either way)."""
+        current = self.registry.read()
+        if current.canary != judged:
+            log.info("canary changed while it was judged (now %s): decision dropped", current.canary)
+            return None
+        return current
 
     # ------------------------------------------------------------------ the pass
     def poll(self) -> PassResult:
@@ -342,6 +360,9 @@ class Reconciler:
             )
         if self.is_last_step(canary):
             reason = f"canary passed every step up to {canary.weight:.0%}: {verdict.summary()}"
+            current = self._still(canary)
+            if current is None:
+                return state
             new = self.registry.promote(canary.model_id, reason)
             if new.champion == canary.model_id:
                 self.metrics.promotions.labels(cause="analysis").inc()
@@ -369,7 +390,7 @@ class Reconciler:
             ),
             f"canary {canary.model_id}: {reason}",
         )
-        if new.canary is not None and new.canary.step == step:
+        if self._applied:
             self._decide(result, "step", "canary v%s: %s", version, reason)
         return new
 
@@ -401,6 +422,8 @@ class Reconciler:
                 f"canary {canary.model_id}: {reason}",
             )
         reason = f"canary failed {failures} analyses at {at}: {failing}"
+        if self._still(canary) is None:
+            return state
         new = self.registry.rollback(canary.model_id, reason)
         if new.states.get(canary.model_id) == "rolled-back":
             now = self.clock()

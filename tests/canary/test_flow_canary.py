@@ -1,7 +1,7 @@
 """The canary controller end to end, every piece real (see conftest.py): a good challenger promoted
 through every step under replayed traffic; one with injected errors and one with a skewed prediction
 distribution rolled back within two analysis intervals; a manual pause, resume and rollback during a
-step; the controller SIGKILLed in every state and resuming where it was."""
+step; the controller SIGKILLed in every state and resuming where it was, a second one racing it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from occupancy_mlops.local_stack import canary_process
 from tests.canary.conftest import ANALYSIS_SECONDS, POLL_SECONDS, Stack
 from tests.serving.server import cli
 from training.registry import RegistryState
@@ -272,10 +273,15 @@ def test_controller_sigkilled_in_every_state_resumes_where_it_was(stack: Stack) 
     step2 = stack.wait_state("step 3", lambda s: s.canary is not None and s.canary.step == 2, 30)
     assert step2.canary is not None and step1.canary is not None
     stack.kill_controller()
-    stack.start_controller()
-    state = stack.wait_state(
-        "the end of the rollout", lambda s: s.champion == model or s.states.get(model) == "rolled-back", 60
-    )
+    # 5. and from here on a second controller by mistake, both judging the same steps at once
+    with canary_process(stack.env, stack.settings(), stack.home / "canary-second.log") as second:
+        stack.start_controller()
+        state = stack.wait_state(
+            "the end of the rollout",
+            lambda s: s.champion == model or s.states.get(model) == "rolled-back",
+            60,
+        )
+        assert second.process.poll() is None
     assert state.champion == model, state.reasons.get(model)
     assert canary_steps(stack, model) == [(0, 0.10), (1, 0.25), (2, 0.50), (3, 1.00)], "each step once"
     reasons = [r for _, r in events(stack, model)]

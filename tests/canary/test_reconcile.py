@@ -217,9 +217,35 @@ def test_a_decision_on_a_canary_that_changed_meanwhile_is_dropped(world):
         return real_collect(state, now, window)
 
     rec.analyzer.collect = collect_while_a_person_pauses
-    rec.poll()
+    assert rec.poll().decisions == ["pass"], "judged, but the step was not taken (nor logged)"
     canary = registry.state.canary
     assert (canary.step, canary.paused, canary.last_reason) == (0, True, "manual: hold")
+
+
+@pytest.mark.parametrize(("errors", "outcome"), [(0.0, "champion"), (60.0, "rolled-back")])
+def test_a_promotion_or_rollback_of_a_canary_paused_meanwhile_is_dropped(world, errors, outcome):
+    clock, registry, _, prom = world
+    registry.submit("last")
+    rec = controller(world, steps=[1.0], failure_threshold=1)
+    rec.poll()
+    prom.arms["champion"] = ArmTraffic(requests=0)
+    prom.by_window[("champion", int(INTERVAL))] = ArmTraffic(requests=0)
+    prom.arms["canary"] = ArmTraffic(errors=errors)
+    clock.advance(INTERVAL)
+    real_collect = rec.analyzer.collect
+
+    def collect_while_a_person_pauses(state, now, window):
+        registry.update_canary("last", paused=True, last_reason="manual: hold")
+        return real_collect(state, now, window)
+
+    rec.analyzer.collect = collect_while_a_person_pauses
+    rec.poll()
+    assert registry.state.states["last"] == "canary" and registry.state.canary.paused
+    registry.update_canary("last", paused=False, last_reason="manual: go on")
+    rec.analyzer.collect = real_collect
+    clock.advance(INTERVAL)
+    rec.poll()
+    assert registry.state.states["last"] == outcome
 
 
 def test_manual_transitions_and_drift_are_followed_by_serving(world):
