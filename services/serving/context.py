@@ -22,6 +22,7 @@ class RequestInfo:
     status: int = 0
     message: str = ""
     delay_seconds: float = 0.0  # injected latency, awaited by the middleware (not on the event loop)
+    endpoint_url: str | None = None  # the endpoint the canary draw chose (known before it loads)
 
     def fail(self, cause: str, status: int, message: str) -> None:
         self.cause, self.status, self.message = cause, status, message

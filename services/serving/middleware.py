@@ -35,8 +35,8 @@ from urllib.parse import parse_qsl
 from starlette.responses import Response
 
 from services.serving.context import CURRENT, RequestInfo
-from services.serving.metrics import CONTENT_TYPE, get_metrics, render
-from services.serving.processor import adapt_processor
+from services.serving.metrics import CONTENT_TYPE, NONE, get_metrics, render
+from services.serving.processor import adapt_processor, arm_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -266,6 +266,10 @@ class OccupancyMiddleware:
                 await send_bytes(send, 500, error_body("internal", "internal error"))
         finally:
             CURRENT.reset(token)
+        if info.arm == NONE and info.endpoint_url:  # routed, but failed before the Preprocess ran
+            arm = arm_of(getattr(self.upstream, "processor", None), info.endpoint_url)
+            if arm is not None:
+                info.arm, info.model_version = arm
         cause, kind = None, None
         if info.cause is not None:
             cause, kind = info.cause, (CLIENT if info.status < 500 else SERVER)

@@ -23,7 +23,19 @@ import threading
 import time
 from typing import Any
 
+from services.serving.context import current
+from services.serving.metrics import NONE
+
 log = logging.getLogger("occupancy.serving")
+
+
+def arm_of(processor: Any, url: str | None) -> tuple[str, str] | None:
+    """(arm, model version) of a configured endpoint, from its ``auxiliary_cfg``."""
+    endpoint = processor._endpoints.get(url) if processor is not None and url else None
+    aux = getattr(endpoint, "auxiliary_cfg", None) or {}
+    if not aux.get("arm"):
+        return None
+    return str(aux["arm"]), str(aux.get("model_version") or NONE)
 
 
 def configuration_fingerprint(task: Any) -> str | None:
@@ -138,6 +150,15 @@ def adapt_processor(processor: Any) -> None:
     base = type(processor)
 
     class AdaptedProcessor(base):  # type: ignore[misc, valid-type]
+        def _process_canary(self, base_url: str) -> Any:
+            # remember the drawn endpoint: a request failing before our Preprocess runs (its model
+            # does not load) is still counted against the arm it was routed to
+            url = base._process_canary(self, base_url=base_url)
+            info = current()
+            if info is not None:
+                info.endpoint_url = url or base_url
+            return url
+
         @property
         def _engine_processor_lookup(self) -> dict[str, Any]:
             return self.__dict__["_occupancy_engines"]
@@ -150,10 +171,10 @@ def adapt_processor(processor: Any) -> None:
                 log.warning("endpoints loaded: %s", ", ".join(sorted(value)))
             self.__dict__["_occupancy_engines"] = value
 
-    current = processor.__dict__.pop("_engine_processor_lookup", None) or {}
-    processor.__dict__["_occupancy_engines"] = current
+    existing = processor.__dict__.pop("_engine_processor_lookup", None) or {}
+    processor.__dict__["_occupancy_engines"] = existing
     processor.__class__ = AdaptedProcessor
     processor.deserialize = deserialize
     processor._occupancy_adapted = True
-    if not current:
+    if not existing:
         processor._engine_processor_lookup = {}

@@ -88,13 +88,17 @@ def register_bundles(
     dataset_id: str = "dataset-test",
     publish: bool = True,
     tags: list[str] | None = None,
+    broken: bool = False,
 ) -> list[str]:
-    """Register one bundle per bias shift (one child process); their model ids in order."""
+    """Register one bundle per bias shift (one child process); their model ids in order.
+    ``broken``: packages without ``model.npz`` (serving cannot load them)."""
     home = Path(env["HOME"])
     models = []
     for i, shift in enumerate(bias_shifts):
         folder = home / f"bundle-{name}-{len(list(home.glob('bundle-*')))}-{i}"
         write_bundle(folder, bias_shift=shift, dataset_id=dataset_id)
+        if broken:
+            (folder / "model.npz").unlink()
         models.append(
             {
                 "folder": str(folder),

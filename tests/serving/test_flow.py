@@ -14,8 +14,9 @@ import requests
 
 from services.local_server import LocalServer
 from tests.conftest import api_client
-from tests.serving.models import expected_probability
+from tests.serving.models import expected_probability, register_bundles
 from tests.serving.server import READING, Deployment, apply_arms, cli, deploy, setup_service
+from tests.serving.test_corpus import _metric
 
 PROJECT = "ServeFlow"
 SERVICE = "occupancy-serving"
@@ -94,8 +95,13 @@ def test_champion_then_canary_without_restart(deployment: Deployment) -> None:
     live_after = time.monotonic() - changed
     assert live_after < 20, live_after
     # both arms were loaded by the configuration thread, not by a request
-    assert "endpoints loaded: occupancy/canary, occupancy/champion" in srv.log_tail()
-    assert srv.wait_ready()["loaded"] == ["occupancy/canary", "occupancy/champion"]
+    assert "configuration changed: endpoints loaded in" in srv.log_tail()
+
+    def both_loaded() -> None:
+        assert srv.wait_ready()["loaded"] == ["occupancy/canary", "occupancy/champion"]
+        assert "endpoints loaded: occupancy/canary, occupancy/champion" in srv.log_tail()
+
+    srv.wait_for("the new table of loaded endpoints", both_loaded, 15)
     arms: Counter[str] = Counter()
     for _ in range(200):
         answer = srv.post(READING).json()
@@ -111,10 +117,34 @@ def test_champion_then_canary_without_restart(deployment: Deployment) -> None:
     assert apply_arms(deployment.env, deployment.service_id, (deployment.champion, "1"), None, 0.0)
 
     def champion_only() -> None:
-        arms = {srv.post(READING).json()["arm"] for _ in range(20)}
+        arms = {srv.post(READING).json().get("arm") for _ in range(20)}
         assert arms == {"champion"}, arms
 
     srv.wait_for("the canary to be gone", champion_only, 30)
+
+    # a canary whose model cannot be loaded: its requests fail as server errors of the canary arm
+    [broken] = register_bundles(deployment.env, PROJECT, "occupancy-mlp", [0.0], broken=True)
+    assert apply_arms(deployment.env, deployment.service_id, (deployment.champion, "1"), (broken, "3"), 0.5)
+
+    def canary_fails() -> Counter[tuple[int, str]]:
+        seen: Counter[tuple[int, str]] = Counter()
+        for _ in range(20):
+            resp = srv.post(READING)
+            seen[(resp.status_code, resp.json().get("arm") or resp.json().get("cause"))] += 1
+        assert set(seen) == {(200, "champion"), (500, "model_error")}, seen
+        return seen
+
+    srv.wait_for("the broken canary to fail", canary_fails, 30)
+    metrics = requests.get(f"{srv.url}/metrics", timeout=10).text
+    assert (
+        _metric(
+            metrics, "occupancy_serving_errors_total", arm="canary", model_version="3", cause="model_error"
+        )
+        > 0
+    )
+    assert _metric(metrics, "occupancy_serving_errors_total", arm="champion", kind="server") == 0
+    assert apply_arms(deployment.env, deployment.service_id, (deployment.champion, "1"), None, 0.0)
+    srv.wait_for("the broken canary to be gone", champion_only, 30)
     print(f"canary live {live_after:.1f} s after apply_arms (poll every 3 s)")
 
 
