@@ -159,7 +159,15 @@ def registry_for(env: dict[str, str], project: str) -> ModelRegistry:
     return ModelRegistry(project, api=ClearmlApi(session))
 
 
-ROLES = {"champion": 0.0, "good": 0.0, "errors": 0.0, "skewed": SKEW, "manual": 0.0, "restart": 0.0}
+ROLES = {
+    "champion": 0.0,
+    "good": 0.0,
+    "errors": 0.0,
+    "skewed": SKEW,
+    "manual": 0.0,
+    "promote": 0.0,
+    "restart": 0.0,
+}
 
 
 @pytest.fixture(scope="module")

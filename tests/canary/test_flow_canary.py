@@ -1,7 +1,8 @@
 """The canary controller end to end, every piece real (see conftest.py): a good challenger promoted
 through every step under replayed traffic; one with injected errors and one with a skewed prediction
 distribution rolled back within two analysis intervals; a manual pause, resume and rollback during a
-step; the controller SIGKILLed in every state and resuming where it was, a second one racing it."""
+step, and a manual promotion; the controller SIGKILLed in every state and resuming where it was, a
+second one racing it."""
 
 from __future__ import annotations
 
@@ -241,6 +242,31 @@ def test_manual_pause_resume_and_rollback_during_a_step(stack: Stack) -> None:
     assert RegistryState.from_json(finish_cli(as_json).stdout).states[model] == "rolled-back"
     no_service = finish_cli(missing)
     assert no_service.returncode == 2 and "no serving service 'occupancy-serving'" in no_service.stderr
+
+
+def test_manual_promotion_during_a_step(stack: Stack) -> None:
+    model = stack.models["promote"]
+    before = stack.state()
+    version = str(stack.registry.submit(model, "gate: passed offline").versions[model])
+    stack.wait_state("the canary", lambda s: s.canary is not None and s.canary.model_id == model, 30)
+    promoted = cli(stack.env, "canary", "promote", "--reason", "urgent fix", "--project", stack.project)
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"model {model} (version {version}) is champion: manual: urgent fix" in promoted.stdout
+    state = stack.state()
+    assert state.champion == model and state.former[0] == before.champion
+    champion_only_after(stack, when_state_began(stack, model, "champion"), version)
+    refused = cli(
+        stack.env,
+        "canary",
+        "promote",
+        "--reason",
+        "again",
+        "--model",
+        before.champion,
+        "--project",
+        stack.project,
+    )
+    assert refused.returncode == 1 and "only the canary can be promoted" in refused.stderr, refused.stderr
 
 
 def test_controller_sigkilled_in_every_state_resumes_where_it_was(stack: Stack) -> None:
