@@ -176,6 +176,18 @@ def decode_json(body: bytes) -> Any:
     return value
 
 
+_LAST_WARNING: dict[str, float] = {}
+
+
+def warn_rarely(key: str, message: str, *args: Any) -> None:
+    """A warning at most once a second per key: ClearML ships every console line to the server, so
+    a failing arm must not turn each request into a log line."""
+    now = time.monotonic()
+    if now - _LAST_WARNING.get(key, 0.0) >= 1.0:
+        _LAST_WARNING[key] = now
+        log.warning(message, *args)
+
+
 def classify(status: int) -> tuple[str, str] | None:
     """(cause, kind) of an error status the upstream app produced without the Preprocess's word."""
     if status < 400:
@@ -296,25 +308,27 @@ class OccupancyMiddleware:
         if processor is None:
             raise Reject(503, "internal", "the serving configuration is not loaded yet")
         try:
-            result = await processor.process_request(
-                base_url=route[0], version=route[1], request_body=payload
-            )
+            try:
+                result = await processor.process_request(
+                    base_url=route[0], version=route[1], request_body=payload
+                )
+            finally:
+                if info.delay_seconds:  # injected latency, awaited: the event loop serves others meanwhile
+                    await asyncio.sleep(info.delay_seconds)
         except mrp.EndpointNotFoundException:
             raise Reject(404, "not_found", f"{scope['path'][:100]}: no such endpoint") from None
         except Exception as exc:
             if info.cause is not None:  # the Preprocess said why (validation, injected fault, model error)
                 if info.status >= 500:
-                    log.warning("%s: %s", info.cause, info.message)
+                    warn_rarely(info.cause, "%s: %s", info.cause, info.message)
                 raise Reject(info.status, info.cause, info.message) from None
-            log.warning("endpoint %s failed: %s: %s", route[0], type(exc).__name__, exc)
+            warn_rarely("endpoint", "endpoint %s failed: %s: %s", route[0], type(exc).__name__, exc)
             if isinstance(exc, ValueError | mrp.ModelRequestProcessorException):
                 # e.g. the endpoint's model or preprocess code could not be loaded
                 raise Reject(
                     500, "model_error", f"{route[0]}: the endpoint's model could not be loaded"
                 ) from None
             raise Reject(500, "internal", "internal error") from None
-        if info.delay_seconds:
-            await asyncio.sleep(info.delay_seconds)
         if isinstance(result, Response):
             await result(scope, _no_body, send)
             return int(result.status_code)
