@@ -4,6 +4,7 @@ the faults file makes the canary arm fail (counted as injected_fault, kind serve
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -107,7 +108,7 @@ def test_injected_faults_hit_the_canary_only(deployment: Deployment, faults_file
     assert _metric(after, name, arm="champion", kind="server") == 0
 
     # a delay instead: the canary is slow, the champion is not
-    faults_file.write_text(json.dumps({"canary": {"delay_ms": 300}}))
+    faults_file.write_text(json.dumps({"canary": {"delay_ms": 500}}))
     time.sleep(1.5)
     times: dict[str, list[float]] = {"champion": [], "canary": []}
     for _ in range(30):
@@ -115,7 +116,8 @@ def test_injected_faults_hit_the_canary_only(deployment: Deployment, faults_file
         resp = srv.post(READING)
         assert resp.status_code == 200, resp.text
         times[resp.json()["arm"]].append(time.monotonic() - started)
-    assert min(times["canary"]) >= 0.3 and max(times["champion"]) < 0.3, times
+    # every canary answer waited the delay; the champion's did not (median: robust to a busy machine)
+    assert min(times["canary"]) >= 0.5 and statistics.median(times["champion"]) < 0.25, times
 
     faults_file.unlink()
     time.sleep(1.5)
