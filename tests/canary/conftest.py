@@ -167,6 +167,7 @@ ROLES = {
     "manual": 0.0,
     "promote": 0.0,
     "restart": 0.0,
+    "blind": 0.0,
 }
 
 

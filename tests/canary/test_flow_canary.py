@@ -1,8 +1,8 @@
 """The canary controller end to end, every piece real (see conftest.py): a good challenger promoted
 through every step under replayed traffic; one with injected errors and one with a skewed prediction
 distribution rolled back within two analysis intervals; a manual pause, resume and rollback during a
-step, and a manual promotion; the controller SIGKILLed in every state and resuming where it was, a
-second one racing it."""
+step, and a manual promotion; no decision without Prometheus; the controller SIGKILLed in every state
+and resuming where it was, a second one racing it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from occupancy_mlops.local_stack import canary_process
+from services.local_server.runner import free_port
 from tests.canary.conftest import ANALYSIS_SECONDS, POLL_SECONDS, Stack
 from tests.serving.server import cli
 from training.registry import RegistryState
@@ -267,6 +268,35 @@ def test_manual_promotion_during_a_step(stack: Stack) -> None:
         stack.project,
     )
     assert refused.returncode == 1 and "only the canary can be promoted" in refused.stderr, refused.stderr
+
+
+def test_without_prometheus_nothing_is_decided_and_the_controller_says_why(stack: Stack) -> None:
+    model = stack.models["blind"]
+    stack.kill_controller()
+    stack.registry.submit(model, "gate: passed offline")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = stack.settings(prometheus_url=dead)
+    with canary_process(stack.env, settings, stack.home / "canary-blind.log") as blind:
+        state = stack.wait_state(
+            "the canary", lambda s: s.canary is not None and s.canary.model_id == model, 30
+        )
+        assert state.canary is not None
+        started = state.canary.started_at
+        due = started + settings["serving_settle_seconds"] + ANALYSIS_SECONDS
+
+        def counted() -> bool:
+            text = requests.get(blind.url + "/metrics", timeout=10).text
+            return 'occupancy_canary_failures_total{stage="prometheus"}' in text
+
+        wait_answers(stack, "a failed Prometheus query", lambda _: counted(), started, 30)
+        assert time.time() >= due
+        ready = requests.get(blind.url + "/readyz", timeout=10)
+        assert ready.status_code == 200, "it still reads the registry and keeps serving in line"
+        assert "prometheus" in ready.json()["last_error"] and dead in ready.json()["last_error"]
+        canary = stack.state().canary
+        assert canary is not None and (canary.step, canary.passes, canary.failures) == (0, 0, 0), canary
+    stack.start_controller()  # with Prometheus back, the rollout goes on from where it is
+    stack.wait_state("the next step", lambda s: s.canary is not None and s.canary.step >= 1, 30)
 
 
 def test_controller_sigkilled_in_every_state_resumes_where_it_was(stack: Stack) -> None:
