@@ -12,7 +12,9 @@ Checks (each canary against the champion, over the same window when the champion
   ``max_p95_latency_ratio × champion's p95 + p95_latency_slack_ms``.
 - ``psi`` and ``ks``: population stability index and Kolmogorov-Smirnov distance of the predicted
   probabilities (the ``occupancy_serving_probability`` histogram buckets), fail above ``max_psi`` /
-  ``max_ks``.
+  ``max_ks`` or above what sampling alone gives with the arms' numbers of requests, whichever is
+  larger (:func:`divergence_noise`): a canary at 10 % with a dozen requests is not failed for the
+  noise of a dozen draws.
 
 Fewer than ``min_requests`` canary requests in the window: "not enough traffic", the verdict is
 ``None`` (neither pass nor fail). A failed check fails the analysis even when another one could not
@@ -182,6 +184,37 @@ def ks(expected: Mapping[float, float], actual: Mapping[float, float]) -> float:
     return distance
 
 
+NOISE_ALPHA = 0.001
+"""Chance that two arms serving the same model would fail a distribution check by sampling alone."""
+_Z_NOISE = 3.090  # the standard normal quantile of 1 - NOISE_ALPHA
+
+
+def divergence_noise(name: str, champion: ArmStats, canary: ArmStats) -> float:
+    """The PSI or KS distance that random sampling alone exceeds with probability ``NOISE_ALPHA``.
+
+    The arms get random shares of the same traffic, so with few requests their histograms differ
+    by chance; a check fails only above ``max(threshold, noise)``. The sample sizes are the arms'
+    *requests*, not their readings: a request's readings share one room's history and move
+    together. KS: the two-sample critical value ``c(α)·√((n+m)/(n·m))``. PSI: under no difference
+    it is about ``(1/n + 1/m)·χ²`` with (bins − 1) degrees of freedom; its 1 − α quantile by the
+    Wilson-Hilferty approximation. NaN when either arm has no requests.
+    """
+    n, m = canary.requests, champion.requests
+    if not (math.isfinite(n) and math.isfinite(m)) or n <= 0 or m <= 0:
+        return math.nan
+    if name == "ks":
+        return math.sqrt(-math.log(NOISE_ALPHA / 2) / 2) * math.sqrt((n + m) / (n * m))
+    bounds = sorted(set(champion.buckets) | set(canary.buckets))
+    used = sum(
+        1
+        for a, b in zip(bin_counts(champion.buckets, bounds), bin_counts(canary.buckets, bounds), strict=True)
+        if a > 0 or b > 0
+    )
+    k = max(1, used - 1)
+    chi2 = k * (1 - 2 / (9 * k) + _Z_NOISE * math.sqrt(2 / (9 * k))) ** 3
+    return (1 / n + 1 / m) * chi2
+
+
 # ---------------------------------------------------------------------------------- verdict
 @dataclass(frozen=True)
 class CheckResult:
@@ -285,7 +318,8 @@ def judge(results: AnalysisInput, settings: CanarySettings) -> Verdict:
             detail = no_champion + " in the same window (compared at the earlier steps)"
             checks.append(CheckResult(name, math.nan, limit, True, detail, skipped=True))
         else:
-            checks.append(_compare(name, fn(champion.buckets, canary.buckets), limit))
+            noise = divergence_noise(name, champion, canary)
+            checks.append(_compare(name, fn(champion.buckets, canary.buckets), max(limit, noise)))
 
     if any(c.passed is False for c in checks):
         return Verdict(False, checks)

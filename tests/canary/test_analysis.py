@@ -13,6 +13,7 @@ from services.canary.analysis import (
     arm_queries,
     bin_counts,
     collect,
+    divergence_noise,
     judge,
     ks,
     psi,
@@ -149,6 +150,22 @@ def test_a_skewed_prediction_distribution_fails_psi_and_ks():
     assert verdict.passed is False
     assert {c.name for c in verdict.failed} == {"psi", "ks"}
     assert "psi=" in verdict.summary() and "ks=" in verdict.summary()
+
+
+def test_distribution_thresholds_grow_with_sampling_noise_of_few_requests():
+    # the same skew over 100 requests a side fails; over 8 canary requests it is within the noise
+    assert judge(AnalysisInput(arm(buckets=SHIFTED), arm("champion")), SETTINGS).passed is False
+    few = judge(
+        AnalysisInput(arm(buckets=SHIFTED, requests=8), arm("champion")), CanarySettings(min_requests=5)
+    )
+    assert few.passed is True, few.summary()
+    psi_check, ks_check = few.checks[2], few.checks[3]
+    assert ks_check.threshold == pytest.approx(1.949 * math.sqrt((8 + 100) / 800), rel=1e-3)
+    assert psi_check.threshold > 1.0 and ks_check.threshold > 0.2
+    # with many requests the configured thresholds rule
+    many = judge(AnalysisInput(arm(requests=1e5), arm("champion", requests=1e5)), SETTINGS)
+    assert [c.threshold for c in many.checks[2:]] == [SETTINGS.max_psi, SETTINGS.max_ks]
+    assert math.isnan(divergence_noise("ks", arm("champion", requests=0), arm()))
 
 
 def test_missing_data_is_none_but_a_failure_still_fails():
