@@ -10,6 +10,7 @@ is numpy: no pandas, no TensorFlow, no ClearML call.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ class Preprocess:
             if self.bundle is None:
                 raise RuntimeError("no model loaded")
             proba = self.bundle.portable.predict_proba(feature_matrix(data, self.bundle.schema))
-            if not np.all(np.isfinite(proba)):
+            if not (math.isfinite(proba[0]) if len(proba) == 1 else np.all(np.isfinite(proba))):
                 raise FloatingPointError("the model returned a non-finite probability")
         except Exception as exc:
             info = current()

@@ -83,6 +83,8 @@ def uvicorn_command(options: RunOptions) -> list[str]:
         "--http",
         "httptools",
         "--no-access-log",
+        "--no-proxy-headers",
+        "--no-server-header",
         "--log-level",
         options.log_level,
         "--timeout-graceful-shutdown",
