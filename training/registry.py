@@ -544,7 +544,8 @@ class ModelRegistry:
         return self.transition(change, f"promote {model_id}: {reason}")
 
     def rollback(self, model_id: str, reason: str) -> RegistryState:
-        """canary or candidate → rolled-back (serving keeps the champion)."""
+        """canary or candidate → rolled-back (serving keeps the champion); or the champion →
+        rolled-back, the newest former champion becoming the champion again (no canary running)."""
 
         def change(state: RegistryState) -> RegistryState | None:
             current = state.state_of(model_id)
@@ -554,10 +555,24 @@ class ModelRegistry:
                 state.canary = None
             elif current == CANDIDATE:
                 state.candidates.remove(model_id)
+            elif current == CHAMPION:
+                if state.canary is not None:
+                    raise TransitionRefused(
+                        f"model {model_id} is the champion and canary {state.canary.model_id} is running: "
+                        "roll the canary back first"
+                    )
+                if not state.former:
+                    raise TransitionRefused(
+                        f"model {model_id} is the champion and there is no former champion to return to"
+                    )
+                restored = state.former.pop(0)
+                state.champion = restored
+                state.states[restored] = CHAMPION
+                state.reasons[restored] = f"champion again: {model_id} rolled back"
             else:
                 raise TransitionRefused(
-                    f"model {model_id} is {current or 'unknown to the registry'}: only a candidate or "
-                    "the canary can be rolled back"
+                    f"model {model_id} is {current or 'unknown to the registry'}: only a candidate, the "
+                    "canary or the champion (to the former champion) can be rolled back"
                 )
             state.states[model_id] = ROLLED_BACK
             state.reasons[model_id] = reason

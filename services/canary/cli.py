@@ -224,7 +224,8 @@ def rollback(
     project: ProjectOption = None,
     model_name: ModelNameOption = None,
 ) -> None:
-    """Roll the canary (or a waiting candidate, with --model) back; serving keeps the champion."""
+    """Roll the canary (or a waiting candidate, with --model) back; serving keeps the champion.
+    With --model naming the champion (no canary running): the former champion serves again."""
     registry = _registry(_settings(config, project=project, model_name=model_name))
     model_id, _ = _target(registry, model)
     _report(_call(lambda: registry.rollback(model_id, f"manual: {reason}")), model_id)

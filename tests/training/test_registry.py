@@ -174,8 +174,10 @@ def test_invalid_transitions_are_refused_with_a_reason(world):
 
     with pytest.raises(TransitionRefused, match=f"model {b} is candidate, not the canary"):
         reg.promote(b, "too early")
-    with pytest.raises(TransitionRefused, match="only a candidate or the canary can be rolled back"):
-        reg.rollback(a, "the champion")
+    with pytest.raises(TransitionRefused, match="no former champion to return to"):
+        reg.rollback(a, "the only champion")
+    with pytest.raises(TransitionRefused, match="only a candidate, the canary or the champion"):
+        reg.rollback(rejected, "a rejected model")
     with pytest.raises(TransitionRefused, match="rejected model cannot be submitted again"):
         reg.submit(rejected, "second try")
     with pytest.raises(TransitionRefused, match="use rollback"):
@@ -194,6 +196,24 @@ def test_invalid_transitions_are_refused_with_a_reason(world):
         reg.update_canary(b, started_at=5.0)
     after = reg.read()
     assert after.generation == before.generation + 2, "refusals write nothing"
+
+
+def test_the_champion_rolls_back_to_the_former_champion(world):
+    reg = world.registry
+    a, b, c = (world.model() for _ in range(3))
+    reg.submit(a, "first")
+    reg.submit(b, "second")
+    reg.start_canary(b, 0.1, now=1.0)
+    with pytest.raises(TransitionRefused, match="roll the canary back first"):
+        reg.rollback(a, "bad night")
+    reg.promote(b, "good canary")
+    reg.submit(c, "third")
+    state = reg.rollback(b, "manual: drifted after promotion")
+    assert (state.champion, state.state_of(b), state.state_of(a)) == (a, "rolled-back", "champion")
+    assert state.former == [] and state.candidates == [c] and state.problems() == []
+    assert reg.rollback(b, "again").generation == state.generation, "idempotent"
+    reg.sync_tags()
+    assert "champion" in world.tags(a) and "rolled-back" in world.tags(b)
 
 
 def test_direct_mode_promotes_in_one_event(world):
@@ -331,6 +351,8 @@ ALLOWED = {
     (CANARY, CHAMPION),
     (CANARY, ROLLED_BACK),
     (CHAMPION, FORMER),
+    (CHAMPION, ROLLED_BACK),  # a champion rolled back to the former champion
+    (FORMER, CHAMPION),
 }
 
 
