@@ -187,6 +187,7 @@ def bench_published(env: dict[str, str], work: Path, rounds: int) -> list[dict[s
             print(f"labeled {day.stem}: version {ids[-1][:8]} → {outcome}", flush=True)
         rows = read_timeline(api, project, "sensors", last=len(ids), ids=ids)
         add_registry_times(rows, registry)
+        _print_step_times(api, rows)
         first_answers = {}
         for r in rows:
             _, model_id = model_of_version(api, project, "sensors", r.dataset_id)
@@ -208,6 +209,36 @@ def bench_published(env: dict[str, str], work: Path, rounds: int) -> list[dict[s
             }
         )
     return results
+
+
+def _print_step_times(api: ClearmlApi, rows: list) -> None:
+    """Where a retrain's time goes: each pipeline task's created → started → completed, in seconds
+    after the dataset version's finalize."""
+    for r in rows:
+        if not r.run_id or r.finalized is None:
+            continue
+        tasks = api.call(
+            "tasks.get_all",
+            id=[r.run_id],
+            only_fields=["id", "name", "created", "started", "completed"],
+        )["tasks"]
+        tasks += api.call(
+            "tasks.get_all",
+            parent=r.run_id,
+            search_hidden=True,
+            order_by=["created"],
+            only_fields=["id", "name", "created", "started", "completed"],
+        )["tasks"]
+        parts = []
+        for t in tasks:
+            times = [
+                r.seconds_after_finalize(parse_time(t.get(k))) for k in ("created", "started", "completed")
+            ]
+            text = "/".join("-" if x is None else f"{x:.1f}" for x in times)
+            parts.append(f"{t.get('name', '')[:24]} {text}")
+        print(
+            f"version {r.dataset_id[:8]} tasks (created/started/completed s): " + "; ".join(parts), flush=True
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
