@@ -53,16 +53,25 @@ def scheduler_process(
     ``settings`` are scheduler settings (``services/scheduler/settings.py``); ``port`` defaults to a
     free one. Registering the pipeline template on first start takes a few seconds.
     """
-    full_env = {
-        **os.environ,
-        **env,
-        **scheduler_env({"host": "127.0.0.1", "port": 0, **settings}),
-    }
+    full_env = {**os.environ, **env, **scheduler_env({"host": "127.0.0.1", "port": 0, **settings})}
+    with _listening_service("services.scheduler", full_env, log, "trigger scheduler", start_timeout) as (
+        proc,
+        url,
+    ):
+        yield RunningScheduler(proc, log, url)
+
+
+@contextmanager
+def _listening_service(
+    module: str, env: dict[str, str], log: Path, what: str, start_timeout: float
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``python -m MODULE run`` in its own process group, appending to ``log``; yields (process, URL)
+    once it logs :data:`LISTENING` (in its own part of the log); SIGTERM, then SIGKILL, at the end."""
     offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as handle:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.scheduler", "run"],
-            env=full_env,
+            [sys.executable, "-m", module, "run"],
+            env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -74,10 +83,10 @@ def scheduler_process(
                 if found:
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"the trigger scheduler did not start (see {log}):\n{tail}")
-                time.sleep(0.2)
-            yield RunningScheduler(proc, log, found[-1])
+                    tail = log.read_bytes()[offset:].decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"the {what} did not start (see {log}):\n{tail}")
+                time.sleep(0.1)
+            yield proc, found[-1]
         finally:
             stop_process_group(proc)
 
@@ -106,28 +115,11 @@ def canary_process(
     prometheus_url, intervals, thresholds); ``port`` defaults to a free one.
     """
     full_env = {**os.environ, **env, **canary_env({"host": "127.0.0.1", "port": 0, **settings})}
-    offset = log.stat().st_size if log.exists() else 0
-    with log.open("ab") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.canary", "run"],
-            env=full_env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + start_timeout
-            while True:
-                found = LISTENING.findall(log.read_bytes()[offset:].decode(errors="replace"))
-                if found:
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_bytes()[offset:].decode(errors="replace")[-3000:]
-                    raise RuntimeError(f"the canary controller did not start (see {log}):\n{tail}")
-                time.sleep(0.1)
-            yield RunningCanary(proc, log, found[-1])
-        finally:
-            stop_process_group(proc)
+    with _listening_service("services.canary", full_env, log, "canary controller", start_timeout) as (
+        proc,
+        url,
+    ):
+        yield RunningCanary(proc, log, url)
 
 
 @dataclass

@@ -7,22 +7,18 @@ mappings are JSON. A bad file or value fails at start with a message naming the 
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services import settings_loader
 
 ENV_PREFIX = "OCCUPANCY_SCHEDULER_"
 CONFIG_ENV = "OCCUPANCY_SCHEDULER_CONFIG"
 """Environment variable naming the YAML file (the ``--config`` option wins over it)."""
-
-
-class ConfigError(ValueError):
-    """A configuration problem, worded for the person who wrote the configuration."""
+ConfigError = settings_loader.ConfigError
 
 
 class SchedulerSettings(BaseModel):
@@ -67,64 +63,10 @@ class SchedulerSettings(BaseModel):
         return tags
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    fields = SchedulerSettings.model_fields
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in fields:
-            raise ConfigError(f"{key}: unknown setting {name!r} (known: {', '.join(sorted(fields))})")
-        annotation = str(fields[name].annotation)
-        if annotation.startswith("list"):
-            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
-        elif annotation.startswith("dict"):
-            try:
-                values[name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{key}: not a JSON object ({exc})") from exc
-        else:
-            values[name] = raw
-    return values
-
-
-def _from_file(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(
-            f"configuration file {path} must hold a mapping of settings, not {type(loaded).__name__}"
-        )
-    return loaded
-
-
 def load_settings(
     path: Path | None = None, *, environ: Mapping[str, str] | None = None, **overrides: Any
 ) -> SchedulerSettings:
     """Defaults ← YAML file (``path`` or ``$OCCUPANCY_SCHEDULER_CONFIG``) ← environment ← ``overrides``."""
-    environ = os.environ if environ is None else environ
-    if path is None and environ.get(CONFIG_ENV):
-        path = Path(environ[CONFIG_ENV])
-    values: dict[str, Any] = _from_file(path) if path else {}
-    values.update(_from_env(environ))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    source = f" in {path}" if path else ""
-    try:
-        return SchedulerSettings(**values)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(root)"
-            if err["type"] == "extra_forbidden":
-                known = ", ".join(sorted(SchedulerSettings.model_fields))
-                problems.append(f"{key}: unknown setting (known: {known})")
-            else:
-                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"bad scheduler configuration{source}: " + "; ".join(problems)) from None
+    return settings_loader.load(
+        SchedulerSettings, "scheduler", ENV_PREFIX, CONFIG_ENV, path, environ, overrides
+    )
