@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,9 +18,9 @@ from starlette.routing import Route
 from services.canary.metrics import CanaryMetrics
 from services.canary.reconcile import ArmSpec, PrometheusAnalyzer, Reconciler
 from services.canary.settings import CanarySettings, ConfigError
+from services.poll_loop import PollLoop, bind, run_http
 
 log = logging.getLogger("occupancy.canary")
-READY_WINDOW_SECONDS = 10.0
 
 
 class DeployServing:
@@ -57,17 +54,10 @@ def resolve_service(settings: CanarySettings) -> str:
     return str(found)
 
 
-class CanaryLoop:
+class CanaryLoop(PollLoop):
     """Runs a pass every ``poll_interval_seconds`` until stopped; remembers when it last read the registry."""
 
-    def __init__(self, reconciler: Reconciler, settings: CanarySettings) -> None:
-        self.reconciler = reconciler
-        self.settings = settings
-        self.metrics = reconciler.metrics
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="canary-loop", daemon=True)
-        self.last_read: float | None = None
-        self.last_error: str | None = None
+    thread_name = "canary-loop"
 
     def poll_once(self) -> None:
         started = time.monotonic()
@@ -89,25 +79,6 @@ class CanaryLoop:
             self.metrics.polls.labels(outcome="ok").inc()
             self.metrics.last_success.set(self.last_read)
             self.last_error = None
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            self.poll_once()
-            self.stop_event.wait(self.settings.poll_interval_seconds)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout)
-
-    @property
-    def ready(self) -> bool:
-        """A pass read the registry within the last three intervals (at least the last 10 s)."""
-        window = max(3 * self.settings.poll_interval_seconds, READY_WINDOW_SECONDS)
-        return self.last_read is not None and time.time() - self.last_read <= window
 
 
 def create_app(loop: CanaryLoop) -> Starlette:
@@ -160,10 +131,7 @@ def serve(settings: CanarySettings) -> None:
     """Find the serving service, then reconcile and serve HTTP until SIGTERM/SIGINT."""
     reconciler = build_reconciler(settings)
     loop = CanaryLoop(reconciler, settings)
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    host, port = sock.getsockname()[:2]
+    sock, host, port = bind(settings.host, settings.port)
     assert isinstance(reconciler.serving, DeployServing)
     log.info(
         "rolling out %s models of %s on serving task %s in steps %s, judged every %.0f s by %s; "
@@ -177,7 +145,4 @@ def serve(settings: CanarySettings) -> None:
         host,
         port,
     )
-    config = uvicorn.Config(
-        create_app(loop), log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=5
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    run_http(create_app(loop), sock, settings.log_level)

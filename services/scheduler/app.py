@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.poll_loop import PollLoop, bind, run_http
 from services.scheduler.api import ApiCallError, ClearmlApi
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.reconcile import Reconciler
@@ -24,20 +22,12 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.template import resolve_template
 
 log = logging.getLogger("occupancy.scheduler")
-READY_WINDOW_SECONDS = 10.0
 
 
-class SchedulerLoop:
+class SchedulerLoop(PollLoop):
     """Polls every ``poll_interval_seconds`` until stopped; remembers when it last read the server."""
 
-    def __init__(self, reconciler: Reconciler, settings: SchedulerSettings) -> None:
-        self.reconciler = reconciler
-        self.settings = settings
-        self.metrics = reconciler.metrics
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="scheduler-loop", daemon=True)
-        self.last_read: float | None = None
-        self.last_error: str | None = None
+    thread_name = "scheduler-loop"
 
     def poll_once(self) -> None:
         started = time.monotonic()
@@ -59,25 +49,6 @@ class SchedulerLoop:
             self.metrics.polls.labels(outcome="ok").inc()
             self.metrics.last_success.set(self.last_read)
             self.last_error = None
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            self.poll_once()
-            self.stop_event.wait(self.settings.poll_interval_seconds)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout)
-
-    @property
-    def ready(self) -> bool:
-        """A poll read the server within the last three intervals (at least the last 10 s)."""
-        window = max(3 * self.settings.poll_interval_seconds, READY_WINDOW_SECONDS)
-        return self.last_read is not None and time.time() - self.last_read <= window
 
 
 def create_app(loop: SchedulerLoop) -> Starlette:
@@ -124,10 +95,7 @@ def build_loop(settings: SchedulerSettings, api: ClearmlApi | None = None) -> Sc
 def serve(settings: SchedulerSettings) -> None:
     """Resolve the template, then poll and serve HTTP until SIGTERM/SIGINT."""
     loop = build_loop(settings)
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    host, port = sock.getsockname()[:2]
+    sock, host, port = bind(settings.host, settings.port)
     log.info(
         "watching %s for dataset versions tagged %s every %.1f s; launching %s on queue %s; "
         "metrics on http://%s:%d/metrics",
@@ -139,7 +107,4 @@ def serve(settings: SchedulerSettings) -> None:
         host,
         port,
     )
-    config = uvicorn.Config(
-        create_app(loop), log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=5
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    run_http(create_app(loop), sock, settings.log_level)

@@ -1,0 +1,68 @@
+"""The loop every polling service runs (trigger scheduler, canary controller): one pass every
+``poll_interval_seconds`` in a thread until stopped, remembering when it last read the server so
+that ``/readyz`` can tell."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+READY_WINDOW_SECONDS = 10.0
+
+
+class PollLoop:
+    """Subclasses implement :meth:`poll_once` (one pass; sets ``last_read`` when it read the server)."""
+
+    thread_name = "poll-loop"
+
+    def __init__(self, reconciler: Any, settings: Any) -> None:
+        self.reconciler = reconciler
+        self.settings = settings
+        self.metrics = reconciler.metrics
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self.last_read: float | None = None
+        self.last_error: str | None = None
+
+    def poll_once(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            self.poll_once()
+            self.stop_event.wait(self.settings.poll_interval_seconds)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Finish the current pass, then stop."""
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """A pass read the server within the last three intervals (at least the last 10 s)."""
+        window = max(3 * self.settings.poll_interval_seconds, READY_WINDOW_SECONDS)
+        return self.last_read is not None and time.time() - self.last_read <= window
+
+
+def bind(host: str, port: int) -> tuple[socket.socket, str, int]:
+    """A listening socket for ``/metrics``, ``/healthz``, ``/readyz`` (port 0: a free one), with the
+    address it got."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_host, bound_port = sock.getsockname()[:2]
+    return sock, str(bound_host), int(bound_port)
+
+
+def run_http(app: Any, sock: socket.socket, log_level: str) -> None:
+    """Serve ``app`` on ``sock`` until SIGTERM/SIGINT (uvicorn, no access log, 5 s graceful stop)."""
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
