@@ -173,7 +173,11 @@ def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per data
     columns += ["canary", "decided"] if show_canary else []
     columns += [*([] if show_canary else ["run"]), "model", "verdict", "accuracy (champion)"]
     for column in columns:
-        table.add_column(column, no_wrap=column != "tags", min_width=14 if column == "tags" else None)
+        table.add_column(
+            column,
+            no_wrap=column not in ("tags", "accuracy (champion)"),
+            min_width=14 if column == "tags" else None,
+        )
     for r in rows:
         verdict = {
             "published": "[green]published[/green]",
