@@ -4,12 +4,20 @@ that ``/readyz`` can tell."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 READY_WINDOW_SECONDS = 10.0
 
@@ -66,3 +74,49 @@ def run_http(app: Any, sock: socket.socket, log_level: str) -> None:
     """Serve ``app`` on ``sock`` until SIGTERM/SIGINT (uvicorn, no access log, 5 s graceful stop)."""
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def record_pass(loop: PollLoop, errors: list[str]) -> None:
+    """Book a pass that read the server: ``partial`` with the last error, else ``ok``."""
+    loop.last_read = time.time()
+    if errors:
+        loop.metrics.polls.labels(outcome="partial").inc()
+        loop.last_error = errors[-1]
+    else:
+        loop.metrics.polls.labels(outcome="ok").inc()
+        loop.metrics.last_success.set(loop.last_read)
+        loop.last_error = None
+
+
+def service_app(loop: PollLoop, readiness: Callable[[], dict[str, Any]], log: logging.Logger) -> Starlette:
+    """``/metrics``, ``/healthz`` (the loop thread alive), ``/readyz`` (a recent pass; ``readiness()``
+    adds the service's own fields); the loop starts with the app and finishes its pass on SIGTERM."""
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(loop.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        alive = loop.thread.is_alive()
+        return JSONResponse(
+            {"status": "ok" if alive else "poll loop stopped"}, status_code=200 if alive else 503
+        )
+
+    async def readyz(_: Request) -> Response:
+        body = {"ready": loop.ready, "last_read": loop.last_read, "last_error": loop.last_error}
+        body.update(readiness())
+        return JSONResponse(body, status_code=200 if loop.ready else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        loop.start()
+        try:
+            yield
+        finally:
+            log.info("stopping: finishing the current pass")
+            loop.stop()
+            log.info("stopped")
+
+    return Starlette(
+        routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)],
+        lifespan=lifespan,
+    )

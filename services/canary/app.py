@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from services.canary.metrics import CanaryMetrics
 from services.canary.reconcile import ArmSpec, PrometheusAnalyzer, Reconciler
 from services.canary.settings import CanarySettings, ConfigError
-from services.poll_loop import PollLoop, bind, run_http
+from services.poll_loop import PollLoop, bind, record_pass, run_http, service_app
 
 log = logging.getLogger("occupancy.canary")
 
@@ -71,50 +65,15 @@ class CanaryLoop(PollLoop):
             return
         finally:
             self.metrics.poll_duration.observe(time.monotonic() - started)
-        self.last_read = time.time()
-        if result.errors:
-            self.metrics.polls.labels(outcome="partial").inc()
-            self.last_error = result.errors[-1]
-        else:
-            self.metrics.polls.labels(outcome="ok").inc()
-            self.metrics.last_success.set(self.last_read)
-            self.last_error = None
+        record_pass(self, result.errors)
 
 
 def create_app(loop: CanaryLoop) -> Starlette:
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(loop.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def healthz(_: Request) -> Response:
-        alive = loop.thread.is_alive()
-        return JSONResponse(
-            {"status": "ok" if alive else "poll loop stopped"}, status_code=200 if alive else 503
-        )
-
-    async def readyz(_: Request) -> Response:
+    def readiness() -> dict[str, Any]:
         verdict = loop.reconciler.last_verdict
-        body = {
-            "ready": loop.ready,
-            "last_read": loop.last_read,
-            "last_error": loop.last_error,
-            "last_verdict": verdict.summary() if verdict else None,
-        }
-        return JSONResponse(body, status_code=200 if loop.ready else 503)
+        return {"last_verdict": verdict.summary() if verdict else None}
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        loop.start()
-        try:
-            yield
-        finally:
-            log.info("stopping: finishing the current pass")
-            loop.stop()
-            log.info("stopped")
-
-    return Starlette(
-        routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)],
-        lifespan=lifespan,
-    )
+    return service_app(loop, readiness, log)
 
 
 def build_reconciler(settings: CanarySettings) -> Reconciler:

@@ -3,18 +3,12 @@ over HTTP (Starlette + uvicorn); SIGTERM or SIGINT finish the current poll and s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from services.poll_loop import PollLoop, bind, run_http
+from services.poll_loop import PollLoop, bind, record_pass, run_http, service_app
 from services.scheduler.api import ApiCallError, ClearmlApi
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.reconcile import Reconciler
@@ -40,50 +34,12 @@ class SchedulerLoop(PollLoop):
             return
         finally:
             self.metrics.poll_duration.observe(time.monotonic() - started)
-        self.last_read = time.time()
         self.metrics.versions.set(result.versions)
-        if result.errors:
-            self.metrics.polls.labels(outcome="partial").inc()
-            self.last_error = result.errors[-1]
-        else:
-            self.metrics.polls.labels(outcome="ok").inc()
-            self.metrics.last_success.set(self.last_read)
-            self.last_error = None
+        record_pass(self, result.errors)
 
 
 def create_app(loop: SchedulerLoop) -> Starlette:
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(loop.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def healthz(_: Request) -> Response:
-        alive = loop.thread.is_alive()
-        return JSONResponse(
-            {"status": "ok" if alive else "poll loop stopped"}, status_code=200 if alive else 503
-        )
-
-    async def readyz(_: Request) -> Response:
-        body = {
-            "ready": loop.ready,
-            "last_read": loop.last_read,
-            "last_error": loop.last_error,
-            "template_id": loop.reconciler.template_id,
-        }
-        return JSONResponse(body, status_code=200 if loop.ready else 503)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        loop.start()
-        try:
-            yield
-        finally:
-            log.info("stopping: finishing the current poll")
-            loop.stop()
-            log.info("stopped")
-
-    return Starlette(
-        routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)],
-        lifespan=lifespan,
-    )
+    return service_app(loop, lambda: {"template_id": loop.reconciler.template_id}, log)
 
 
 def build_loop(settings: SchedulerSettings, api: ClearmlApi | None = None) -> SchedulerLoop:
