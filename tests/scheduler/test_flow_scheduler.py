@@ -94,7 +94,7 @@ def test_one_launch_per_production_version_including_new_names_and_downtime(clea
     assert url.startswith("http://127.0.0.1:")
     # uvicorn re-raises the signal after its graceful shutdown, so the exit status says SIGTERM
     assert scheduler.kill(signal.SIGTERM) in (0, -signal.SIGTERM)
-    assert "stopping: finishing the current poll" in scheduler.log.read_text()
+    assert "stopping: finishing the current pass" in scheduler.log.read_text()
     assert "occupancy.scheduler: stopped" in scheduler.log.read_text(), "SIGTERM stops it cleanly"
 
 
