@@ -8,6 +8,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.serving.server import READING, Deployment, deploy
 from tests.serving.test_corpus import _metric
 
 N = 300
+MAX_ROUNDS = 8
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +49,39 @@ def scrape(url: str) -> str:
     return requests.get(f"{url}/metrics", timeout=10, headers={"Connection": "close"}).text
 
 
+def _worker_pids(srv_home: Path) -> set[str]:
+    return {p.stem.rsplit("_", 1)[1] for p in (srv_home / "metrics").glob("counter_*.db")}
+
+
+def _send(url: str, i: int) -> tuple[int, str | None]:
+    body = READING if i % 10 else dict(READING, CO2="bad")  # some client errors as well
+    resp = requests.post(f"{url}/serve/occupancy", json=body, timeout=30, headers={"Connection": "close"})
+    return resp.status_code, resp.json().get("arm") if resp.status_code == 200 else None
+
+
 def test_two_workers_count_every_request_once(deployment: Deployment) -> None:
     srv = deployment.server
     name = "occupancy_serving_requests_total"
     before = scrape(srv.url)
     arms: Counter[str] = Counter()
-    for i in range(N):
-        body = READING if i % 10 else dict(READING, CO2="bad")  # some client errors as well
-        resp = requests.post(
-            f"{srv.url}/serve/occupancy", json=body, timeout=30, headers={"Connection": "close"}
-        )
-        if resp.status_code == 200:
-            arms[resp.json()["arm"]] += 1
+    sent = 0
+    # The kernel hands each new connection to whichever worker accepts first; on a busy machine
+    # one worker can win many in a row. Send concurrent rounds until both workers have served
+    # (bounded), so the test is about counting, not about the kernel's scheduling.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(MAX_ROUNDS):
+            for status, arm in pool.map(lambda i: _send(srv.url, i), range(sent, sent + N)):
+                if status == 200 and arm:
+                    arms[arm] += 1
+            sent += N
+            if len(_worker_pids(srv.home)) >= 2:
+                break
     for _ in range(6):  # whichever worker answers the scrape, the totals are the same
         after = scrape(srv.url)
-        assert _metric(after, name) - _metric(before, name) == N
+        assert _metric(after, name) - _metric(before, name) == sent
         # every request was routed (bad readings too: the arm's Preprocess refused them)
         routed = sum(_metric(after, name, arm=arm) - _metric(before, name, arm=arm) for arm in arms)
-        assert routed == N
+        assert routed == sent
         for arm, count in arms.items():
             assert (
                 _metric(after, "occupancy_serving_predictions_total", arm=arm)
@@ -75,17 +92,17 @@ def test_two_workers_count_every_request_once(deployment: Deployment) -> None:
     errors = _metric(after, "occupancy_serving_errors_total", cause="validation", kind="client")
     assert (
         errors - _metric(before, "occupancy_serving_errors_total", cause="validation", kind="client")
-        == N // 10
+        == sent // 10
     )
     predicted = _metric(after, "occupancy_serving_predictions_total") - _metric(
         before, "occupancy_serving_predictions_total"
     )
-    assert predicted == N - N // 10
+    assert predicted == sent - sent // 10
     assert _metric(after, "occupancy_serving_probability_count") >= predicted
-    assert _metric(after, "occupancy_serving_request_duration_seconds_count") >= N
+    assert _metric(after, "occupancy_serving_request_duration_seconds_count") >= sent
     # both workers served and wrote their own files
-    pids = {p.stem.rsplit("_", 1)[1] for p in (srv.home / "metrics").glob("counter_*.db")}
-    assert len(pids) >= 2, pids
+    pids = _worker_pids(srv.home)
+    assert len(pids) >= 2, f"{sent} requests all reached one worker: {pids}"
 
 
 def test_injected_faults_hit_the_canary_only(deployment: Deployment, faults_file: Path) -> None:
