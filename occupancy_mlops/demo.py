@@ -29,7 +29,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +212,6 @@ def _live_rounds(
     api = ClearmlApi()
     registry = ModelRegistry(PROJECT)
     reports: list[VersionReport] = []
-    labeled_at: dict[str, datetime] = {}
     events: list[tuple[float, str]] = []
     with (
         console.status("starting scheduler, agents, serving, Prometheus and the canary controller") as status,
@@ -242,12 +240,10 @@ def _live_rounds(
                         "canary arm's requests (a fault filter, as a service mesh would inject)[/yellow]"
                     )
                 status.update(f"{label}: labeling round tagged {PRODUCTION}")
-                shutil.copy2(day_file, labeled / day_file.name)
-                done = datetime.now(UTC)
+                shutil.copyfile(day_file, labeled / day_file.name)  # written now: labeled_at is now
                 with _quiet(sdk_log):
                     report = sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}", PRODUCTION])
                 reports.append(report)
-                labeled_at[report.dataset_id] = done
                 events.append((time.time(), f"{day_file.stem} labeled"))
                 outcome = wait_settled(
                     api, registry, PROJECT, DATASET, report.dataset_id, status.update, label, RETRAIN_TIMEOUT
@@ -271,8 +267,6 @@ def _live_rounds(
             f"by arm {dict(sorted(stats.by_arm().items()))}."
         )
         rows = read_timeline(api, PROJECT, DATASET, last=100)
-        for row in rows:
-            row.labeled = labeled_at.get(row.dataset_id)
         add_registry_times(rows, registry)
         page = _write_report(workdir / "report", registry, rows, stats, loop, end, events)
     return reports, rows, page, stats
@@ -369,7 +363,7 @@ def run_demo(
             eval_id = sync_folder(evaluation, PROJECT, EVAL_DATASET, tags=["evaluation"]).dataset_id
             for i, day_file in enumerate(seed, 1):
                 status.update(f"labeling round {i}/{len(seed)}: {day_file.stem}")
-                shutil.copy2(day_file, labeled / day_file.name)
+                shutil.copyfile(day_file, labeled / day_file.name)
                 reports.append(sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}"]))
         console.print(f"[dim]ClearML SDK output: {sdk_log}[/dim]")
         console.print(versions_table(reports))

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
+from services.labeling.versions import LABELED_AT
 from services.scheduler.api import ClearmlApi
 from services.scheduler.reconcile import idempotency_key, parse_time
 from training.registry import CHAMPION, ROLLED_BACK, ModelRegistry
@@ -48,7 +49,8 @@ class VersionTimeline:
     canary_decided: datetime | None = None
     """When the canary was promoted to champion or rolled back."""
     labeled: datetime | None = None
-    """When the labeling round ended (known to the caller that labeled, not to the server)."""
+    """When the round's newest labels were written (the version's ``labeled_at`` user property, set
+    by ``label sync`` and ``label watch``)."""
 
     def seconds_after_finalize(self, moment: datetime | None) -> float | None:
         if moment is None or self.finalized is None:
@@ -59,6 +61,11 @@ class VersionTimeline:
 def _meta(model: dict[str, Any], key: str) -> str | None:
     item = (model.get("metadata") or {}).get(key)
     return None if item is None else str(item.get("value"))
+
+
+def _labeled_at(doc: dict[str, Any]) -> datetime | None:
+    item = ((doc.get("hyperparams") or {}).get("properties") or {}).get(LABELED_AT) or {}
+    return parse_time(item.get("value")) if isinstance(item, dict) else None
 
 
 def _float(text: str | None) -> float | None:
@@ -89,7 +96,7 @@ def read_timeline(
         "order_by": ["-created"],
         "page": 0,
         "page_size": last,
-        "only_fields": ["id", "name", "tags", "completed", "last_update"],
+        "only_fields": ["id", "name", "tags", "completed", "last_update", "hyperparams"],
     }
     if ids is not None:
         query["id"] = ids
@@ -100,6 +107,7 @@ def read_timeline(
             d.get("name", ""),
             list(d.get("tags") or []),
             parse_time(d.get("completed")) or parse_time(d.get("last_update")),
+            labeled=_labeled_at(d),
         )
         for d in docs
     }

@@ -11,6 +11,7 @@ exactly the tags given (the SDK would copy the parent's tags onto the child).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,9 @@ class VersionReport:
     added: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    labeled_at: datetime | None = None
+    """The newest modification time of the added or modified files: when the round's labels were
+    written. Stored on the version as the user property ``labeled_at`` (ISO 8601, UTC)."""
     delta_bytes: int = 0
     total_bytes: int = 0
     total_files: int = 0
@@ -151,6 +155,9 @@ def finalize_or_discard(
     entries = dataset.file_entries_dict
     present = {p: path for p, path in on_disk.items() if p in entries}
     previewed = report_previews(dataset.get_logger(), present, changed, preview_files)
+    labeled_at = labeled_moment([present[p] for p in changed if p in present])
+    if labeled_at is not None:
+        record_labeled_at(dataset, labeled_at)
     dataset.tags = sorted(set(tags))
     dataset.finalize()
     return VersionReport(
@@ -164,7 +171,28 @@ def finalize_or_discard(
         total_files=len(entries),
         tags=sorted(set(tags)),
         previewed=previewed,
+        labeled_at=labeled_at,
     )
+
+
+LABELED_AT = "labeled_at"
+"""User property of a dataset version: when its newest labels were written (ISO 8601, UTC)."""
+
+
+def labeled_moment(paths: list[Path]) -> datetime | None:
+    """The newest modification time of ``paths`` (the labeling tool's last write), None for none."""
+    times = [path.stat().st_mtime for path in paths if path.exists()]
+    return datetime.fromtimestamp(max(times), UTC) if times else None
+
+
+def record_labeled_at(dataset: Dataset, moment: datetime) -> None:
+    """Store ``labeled_at`` on the version's task (before finalize: a finalized task is read-only).
+
+    Through the dataset's own task object: a second handle on the same task could be overwritten
+    when the dataset saves its state at finalize.
+    """
+    task = dataset._task  # the SDK offers no public handle on a version's task
+    task.set_user_properties(**{LABELED_AT: moment.isoformat(timespec="milliseconds")})
 
 
 def discard_version(dataset_id: str, dataset: Dataset | None = None) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.conftest import api_client
+from tests.conftest import api_client, run_python
 from tests.labeling.helpers import dataset_tasks, label, plots, versions
 
 
@@ -33,6 +35,10 @@ def test_sync_makes_a_version_only_when_something_changed(clearml_env, days):
     lines = days[1].read_text().splitlines()
     (folder / days[1].name).write_text("\n".join(lines[:-10]) + "\n")
     shutil.copyfile(days[2], folder / days[2].name)
+    labeled = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)  # the labeling tool's last write
+    os.utime(folder / days[1].name, (labeled.timestamp() - 60,) * 2)
+    os.utime(folder / days[2].name, (labeled.timestamp(),) * 2)
+    os.utime(folder / days[0].name, (labeled.timestamp() + 3600,) * 2)  # unchanged: not counted
     third = label(clearml_env, "sync", *args)
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"files added:    1 ({days[2].name})" in third.stdout
@@ -45,6 +51,15 @@ def test_sync_makes_a_version_only_when_something_changed(clearml_env, days):
     logged = plots(clearml_env, v3["id"])
     assert {days[1].name, days[2].name} <= logged["sensor: CO2"], logged
     assert "version summary" in logged
+    # when the round's labels were written travels with the version, for every client
+    timeline = run_python(
+        "from occupancy_mlops.timeline import read_timeline\n"
+        "from services.scheduler.api import ClearmlApi\n"
+        f"rows = read_timeline(ClearmlApi(), {project!r}, {name!r})\n"
+        "print('\\n'.join(f'{r.dataset_id} {r.labeled.isoformat() if r.labeled else None}' for r in rows))",
+        clearml_env,
+    )
+    assert f"{v3['id']} {labeled.isoformat()}" in timeline, timeline
 
 
 def test_bad_files_are_refused_before_anything_is_created(clearml_env, days):
