@@ -83,8 +83,13 @@ def run(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve POST /serve/occupancy with the real clearml-serving inference app until SIGTERM."""
-    from services.serving.launcher import RunOptions, exec_server
+    from services.serving.launcher import RunOptions, check_feedback_env, exec_server
 
+    try:
+        check_feedback_env(os.environ)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     if log_level.lower() not in ("critical", "error", "warning", "info", "debug", "trace"):
         typer.echo(f"error: --log-level: unknown level {log_level!r}", err=True)
         raise typer.Exit(2)

@@ -21,7 +21,8 @@ from starlette.responses import Response
 from services.serving.context import current
 from services.serving.faults import FaultInjector
 from services.serving.features import feature_matrix
-from services.serving.metrics import NONE, get_metrics
+from services.serving.feedback import Issuer, get_signer
+from services.serving.metrics import ENDPOINT, NONE, get_metrics
 from services.serving.schema import Readings, RequestError, parse_readings
 from training.bundle import METADATA_FILE, ModelBundle
 
@@ -57,6 +58,7 @@ class Preprocess:
         self.lineage: dict[str, Any] = {"id": None, "version": None, "dataset_id": None}
         self.threshold = 0.5
         self.metrics = get_metrics()
+        self.issuer: Issuer | None = None
 
     def load(self, local_path: str) -> ModelBundle:
         endpoint = getattr(self, "model_endpoint", None)
@@ -73,6 +75,10 @@ class Preprocess:
             "version": self.model_version,
             "dataset_id": bundle.metadata.get("dataset_id"),
         }
+        model_id = self.lineage["id"]
+        self.issuer = get_signer().issuer(
+            ENDPOINT, self.arm, self.model_version, None if model_id is None else str(model_id)
+        )
         return bundle
 
     def preprocess(
@@ -112,12 +118,17 @@ class Preprocess:
         return data, proba
 
     def answer(self, readings: Readings, proba: np.ndarray) -> dict[str, Any]:
-        """The response body: a prediction per reading, the model's lineage, the arm."""
+        """The response body: a prediction per reading, the model's lineage, the arm, and the
+        prediction id to post the readings' true labels with (``POST /feedback/occupancy``)."""
+        threshold = self.threshold
         predictions = [
-            {"date": date, "occupied": p >= self.threshold, "probability": round(p, 6)}
+            {"date": date, "occupied": p >= threshold, "probability": round(p, 6)}
             for date, p in zip(readings.dates, proba.tolist(), strict=True)
         ]
-        return {"predictions": predictions, "model": self.lineage, "arm": self.arm}
+        answer: dict[str, Any] = {"predictions": predictions, "model": self.lineage, "arm": self.arm}
+        if self.issuer is not None:
+            answer["prediction_id"] = self.issuer.issue([p["occupied"] for p in predictions])
+        return answer
 
     def postprocess(
         self, data: Any, state: dict[str, Any], collect_custom_statistics_fn: Any = None

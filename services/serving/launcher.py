@@ -9,6 +9,9 @@ runtime reaches uvicorn directly) after setting:
 - ``PROMETHEUS_MULTIPROC_DIR``: a fresh, empty folder (a given one is emptied), so the workers'
   metrics start at zero and sum correctly;
 - ``CLEARML_BKG_THREAD_REPORT=1``: ClearML reports from a thread, not a forked process;
+- ``OCCUPANCY_SERVING_FEEDBACK_SECRET``: when unset, one random secret for all the workers, so an
+  id issued by one worker is accepted by the others (several replicas must be given one shared
+  secret instead: each launcher would draw its own);
 - ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = 1 unless already set.
 
 uvicorn runs with uvloop and httptools, without access log and at log level warning: clearml
@@ -21,8 +24,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.serving.feedback import MAX_AGE_ENV, SECRET_ENV, new_secret, parse_max_age, parse_secret
 
 APP = "services.serving.app:app"
 DEFAULT_POLL_MINUTES = 0.05
@@ -51,8 +57,18 @@ def prepare_metrics_dir(folder: Path | None) -> Path:
     return folder
 
 
+def check_feedback_env(env: Mapping[str, str]) -> None:
+    """ValueError naming the variable when a feedback setting is bad (an empty secret is unset)."""
+    if env.get(SECRET_ENV):
+        parse_secret(env[SECRET_ENV])
+    parse_max_age(env.get(MAX_AGE_ENV))
+
+
 def server_env(options: RunOptions, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    check_feedback_env(env)
+    if not env.get(SECRET_ENV):  # one secret shared by this launcher's workers
+        env[SECRET_ENV] = new_secret()
     env.update(
         CLEARML_SERVING_TASK_ID=options.service_id,
         CLEARML_SERVING_POLL_FREQ=repr(float(options.poll_minutes)),

@@ -27,6 +27,9 @@ LATENCY_BUCKETS = (
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05, 0.10, ..., 0.95, 1.0
 CLIENT_CAUSES = ("validation", "malformed_body", "content_type", "body_too_large", "not_found")
 SERVER_CAUSES = ("model_error", "injected_fault", "internal")
+FEEDBACK_CAUSES = ("validation", "invalid_token", "expired_token", "malformed_body", "content_type",
+                   "body_too_large", "not_found")  # fmt: skip
+FEEDBACK_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -73,6 +76,31 @@ class ServingMetrics:
             buckets=PROBABILITY_BUCKETS,
             registry=r,
         )
+        self.feedback = Counter(
+            "occupancy_serving_feedback",
+            "Labeled readings posted to /feedback/, by whether the prediction was right",
+            [*labels, "correct"],
+            registry=r,
+        )
+        self.feedback_requests = Counter(
+            "occupancy_serving_feedback_requests",
+            "Accepted feedback posts holding at least one label (the canary's sample size for accuracy)",
+            labels,
+            registry=r,
+        )
+        self.feedback_delay = Histogram(
+            "occupancy_serving_feedback_delay_seconds",
+            "Time from a prediction to its labels' arrival (per accepted post with labels)",
+            labels,
+            buckets=FEEDBACK_DELAY_BUCKETS,
+            registry=r,
+        )
+        self.feedback_errors = Counter(
+            "occupancy_serving_feedback_errors",
+            "Refused feedback posts, by cause",
+            ["endpoint", "cause"],
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
         self._bounds = np.array([*PROBABILITY_BUCKETS, float("inf")])
 
@@ -91,6 +119,20 @@ class ServingMetrics:
         self._child(self.duration, ENDPOINT, arm, version).observe(seconds)
         if cause is not None:
             self._child(self.errors, ENDPOINT, arm, version, cause, kind or "server").inc()
+
+    def labeled(self, arm: str, version: str, labeled: int, correct: int, delay_seconds: float) -> None:
+        """One accepted feedback post: its labeled readings, right and wrong."""
+        if labeled <= 0:
+            return
+        if correct:
+            self._child(self.feedback, ENDPOINT, arm, version, "true").inc(correct)
+        if labeled - correct:
+            self._child(self.feedback, ENDPOINT, arm, version, "false").inc(labeled - correct)
+        self._child(self.feedback_requests, ENDPOINT, arm, version).inc()
+        self._child(self.feedback_delay, ENDPOINT, arm, version).observe(max(0.0, delay_seconds))
+
+    def feedback_refused(self, cause: str) -> None:
+        self._child(self.feedback_errors, ENDPOINT, cause).inc()
 
     def predicted(self, arm: str, version: str, probabilities: np.ndarray, threshold: float = 0.5) -> None:
         """The readings a request predicted: counts by class and the probability histogram."""

@@ -41,7 +41,14 @@ from urllib.parse import parse_qsl
 from starlette.responses import Response
 
 from services.serving.context import CURRENT, RequestInfo
-from services.serving.metrics import CONTENT_TYPE, NONE, get_metrics, render
+from services.serving.feedback import (
+    FEEDBACK_MAX_BODY_BYTES,
+    FeedbackError,
+    get_signer,
+    parse_feedback,
+    score,
+)
+from services.serving.metrics import CONTENT_TYPE, ENDPOINT, NONE, get_metrics, render
 from services.serving.processor import adapt_processor, arm_of
 
 Scope = MutableMapping[str, Any]
@@ -55,6 +62,7 @@ MAX_BODY_ENV = "OCCUPANCY_SERVING_MAX_BODY_BYTES"
 DIRECT_ENV = "OCCUPANCY_SERVING_DIRECT"  # "0": every request through the upstream FastAPI route
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1440 readings take about 200 kB
 SERVE_PREFIX = "/serve/"
+FEEDBACK_PREFIX = "/feedback/"
 CLIENT = "client"
 SERVER = "server"
 
@@ -149,7 +157,8 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-def decode_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON (any value); :class:`Reject` 400 when it is not JSON."""
     if not body.strip():
         raise Reject(400, "malformed_body", "body: empty, expected a JSON object")
     try:
@@ -164,6 +173,12 @@ def decode_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise Reject(400, "malformed_body", "body: JSON nested too deeply") from None
+    return value
+
+
+def decode_json(body: bytes) -> Any:
+    """A request body to ``/serve/``: a JSON object."""
+    value = parse_json(body)
     if not isinstance(value, dict):
         kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
             type(value), "a number"
@@ -220,6 +235,7 @@ class OccupancyMiddleware:
         self.direct = direct and upstream is not None
         self.max_body = max_body_bytes or int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES))
         self.metrics = get_metrics()
+        self.signer = get_signer()
         self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -228,6 +244,8 @@ class OccupancyMiddleware:
             path: str = scope["path"]
             if path.startswith(SERVE_PREFIX):
                 await self.serve(scope, receive, send)
+            elif path.startswith(FEEDBACK_PREFIX):
+                await self.feedback(scope, receive, send)
             elif path == "/metrics":
                 await send_bytes(send, 200, render(self.metrics), CONTENT_TYPE.encode())
             elif path == "/healthz":
@@ -297,6 +315,40 @@ class OccupancyMiddleware:
         elif status >= 400:
             cause, kind = classify(status) or ("internal", SERVER)
         self.metrics.request(info.arm, info.model_version, time.perf_counter() - started, cause, kind)
+
+    async def feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /feedback/occupancy``: the true labels of a prediction's readings, counted per arm and
+        model version as right or wrong (:mod:`services.serving.feedback`). Answered here, in the
+        worker that receives it: the prediction id carries everything, no other worker is asked."""
+        try:
+            if scope["path"] != FEEDBACK_PREFIX + ENDPOINT:
+                raise Reject(404, "not_found", f"{scope['path'][:100]}: no such endpoint")
+            if scope["method"] != "POST":
+                raise Reject(405, "not_found", f"{scope['method']}: only POST")
+            limit = min(self.max_body, FEEDBACK_MAX_BODY_BYTES)
+            gzipped, _ = check_headers(scope["headers"], limit)
+            body = await read_body(receive, limit)
+            if gzipped:
+                body = gunzip(body, limit)
+            prediction, labels = parse_feedback(parse_json(body), self.signer, ENDPOINT)
+        except Reject as exc:
+            self.metrics.feedback_refused(exc.cause)
+            await send_bytes(send, exc.status, error_body(exc.cause, exc.message))
+            return
+        except FeedbackError as exc:
+            self.metrics.feedback_refused(exc.cause)
+            await send_bytes(send, exc.status, error_body(exc.cause, exc.message))
+            return
+        labeled, correct = score(prediction, labels)
+        delay = time.time() - prediction.issued_at
+        self.metrics.labeled(prediction.arm, prediction.model_version, labeled, correct, delay)
+        answer = {
+            "labeled": labeled,
+            "correct": correct,
+            "arm": prediction.arm,
+            "model_version": prediction.model_version,
+        }
+        await send_bytes(send, 200, json.dumps(answer, separators=(",", ":")).encode())
 
     async def _direct(self, scope: Scope, payload: dict[str, Any], send: Send, info: RequestInfo) -> int:
         """The upstream route's body without FastAPI's request and response machinery (~200 µs a
