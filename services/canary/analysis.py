@@ -20,6 +20,14 @@ Fewer than ``min_requests`` canary requests in the window: "not enough traffic",
 ``None`` (neither pass nor fail). A failed check fails the analysis even when another one could not
 be computed; a check without data (NaN) is otherwise ``None`` too.
 
+- ``accuracy``: the share of labeled readings (``POST /feedback/``, counted by serving in
+  ``occupancy_serving_feedback_total{correct}``) each arm predicted right; the canary fails when its
+  accuracy is below the champion's by more than ``max(max_accuracy_drop, noise)``, the noise being
+  what a one-sided two-proportion test at ``accuracy_alpha`` allows (:func:`accuracy_noise`). With
+  fewer than ``min_labels`` labeled readings in either arm the check is *skipped* and says so: labels
+  arrive late or not at all, and no labels is not evidence either way. The labels counted are those
+  that *arrived* in the window, for predictions of the same arm and model version made before.
+
 When the champion answered fewer than ``min_requests`` in the window (a 100 % step), the error ratio
 and latency are compared with the champion's numbers since the canary started (``baseline``), and
 the distribution checks are *skipped* (they passed at the earlier steps; comparing different hours
@@ -31,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 from services.canary.settings import CanarySettings
 
@@ -41,7 +50,7 @@ Sample = tuple[Mapping[str, str], float]
 Query = Callable[[str], Sequence[Sample]]
 """``query(promql)`` → the instant vector as ``(labels, value)`` pairs (NaN and ±Inf as floats)."""
 
-CHECKS = ("error_ratio", "p95_latency", "psi", "ks")
+CHECKS = ("error_ratio", "p95_latency", "psi", "ks", "accuracy")
 
 
 def _selector(**labels: str) -> str:
@@ -61,6 +70,10 @@ class ArmQueries:
     server_errors: str
     p95_seconds: str
     probability_buckets: str
+    labels: str
+    """Labeled readings that arrived in the window, ``by (correct)``."""
+    labeled_posts: str
+    """Feedback posts with at least one label that arrived in the window."""
 
 
 def arm_queries(endpoint: str, arm: str, model_version: str, window_seconds: int) -> ArmQueries:
@@ -75,7 +88,27 @@ def arm_queries(endpoint: str, arm: str, model_version: str, window_seconds: int
             f"(increase(occupancy_serving_request_duration_seconds_bucket{sel}{w})))"
         ),
         probability_buckets=f"sum by (le) (increase(occupancy_serving_probability_bucket{sel}{w}))",
+        labels=f"sum by (correct) (increase(occupancy_serving_feedback_total{sel}{w}))",
+        labeled_posts=f"sum(increase(occupancy_serving_feedback_requests_total{sel}{w}))",
     )
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """Delayed labels of one arm's predictions that arrived in a window."""
+
+    correct: float = 0.0
+    wrong: float = 0.0
+    posts: float = 0.0
+    """Feedback posts they came in (a post's readings come from one request: one room, together)."""
+
+    @property
+    def labeled(self) -> float:
+        return self.correct + self.wrong
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.labeled if self.labeled > 0 else math.nan
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,7 @@ class ArmStats:
     p95_seconds: float
     buckets: dict[float, float] = field(default_factory=dict)
     """Cumulative count per upper bound ``le`` (``math.inf`` for ``+Inf``)."""
+    labels: LabelStats = field(default_factory=LabelStats)
 
     @property
     def error_ratio(self) -> float:
@@ -117,6 +151,11 @@ def collect(query: Query, endpoint: str, arm: str, model_version: str, window_se
     for labels, value in query(q.probability_buckets):
         if "le" in labels:
             buckets[_le(labels["le"])] = float(value)
+    by_correct = {"true": 0.0, "false": 0.0}
+    for labels, value in query(q.labels):
+        if labels.get("correct") in by_correct and math.isfinite(value):
+            by_correct[labels["correct"]] = max(0.0, float(value))
+    posts = _scalar(query(q.labeled_posts), 0.0)
     return ArmStats(
         arm=arm,
         model_version=model_version,
@@ -125,6 +164,7 @@ def collect(query: Query, endpoint: str, arm: str, model_version: str, window_se
         server_errors=_scalar(query(q.server_errors), 0.0),
         p95_seconds=_scalar(query(q.p95_seconds), math.nan),
         buckets=buckets,
+        labels=LabelStats(by_correct["true"], by_correct["false"], posts if math.isfinite(posts) else 0.0),
     )
 
 
@@ -215,6 +255,21 @@ def divergence_noise(name: str, champion: ArmStats, canary: ArmStats) -> float:
     return (1 / n + 1 / m) * chi2
 
 
+def accuracy_noise(champion: LabelStats, canary: LabelStats, alpha: float) -> float:
+    """The accuracy drop (champion − canary) that chance alone exceeds with probability ``alpha``:
+    ``z(1 − α)·√(p(1 − p)·(1/n + 1/m))``, the one-sided two-proportion z-test with the pooled
+    accuracy ``p``. The sample sizes are the arms' feedback *posts* (at most their labeled readings):
+    the readings of one post come from one request, one room, and are right or wrong together, as
+    the divergence noise counts requests. NaN when an arm has no labels."""
+    if champion.labeled <= 0 or canary.labeled <= 0:
+        return math.nan
+    n = min(canary.labeled, canary.posts) if canary.posts > 0 else canary.labeled
+    m = min(champion.labeled, champion.posts) if champion.posts > 0 else champion.labeled
+    pooled = (champion.correct + canary.correct) / (champion.labeled + canary.labeled)
+    z = NormalDist().inv_cdf(1 - alpha)
+    return z * math.sqrt(max(0.0, pooled * (1 - pooled)) * (1 / n + 1 / m))
+
+
 # ---------------------------------------------------------------------------------- verdict
 @dataclass(frozen=True)
 class CheckResult:
@@ -225,7 +280,9 @@ class CheckResult:
     """None: could not be computed (no data)."""
     detail: str
     skipped: bool = False
-    """Nothing to compare with (no champion traffic); counts as passed."""
+    """Nothing to compare with (no champion traffic, too few labels); counts as passed."""
+    note: str = ""
+    """Why it was skipped, in a few words (shown in the summary)."""
 
     @property
     def result(self) -> str:
@@ -253,7 +310,10 @@ class Verdict:
             return "not enough traffic: " + "; ".join(c.detail for c in missing)
         if self.passed:
             return "passed: " + ", ".join(
-                f"{c.name} skipped" if c.skipped else f"{c.name}={c.value:.3g}" for c in self.checks
+                (f"{c.name} skipped" + (f" ({c.note})" if c.note else ""))
+                if c.skipped
+                else f"{c.name}={c.value:.3g}"
+                for c in self.checks
             )
         return "failed: " + "; ".join(c.describe() for c in self.failed)
 
@@ -268,6 +328,9 @@ class AnalysisInput:
     """The champion over a longer window (since the canary started), for the error ratio and latency
     when ``champion`` is None. Never for the prediction distribution: traffic changes over time (day
     and night), so only the same window compares like with like."""
+    champion_labels: LabelStats | None = None
+    """The champion's labels that arrived in the same window, also when it answered no requests in it
+    (labels of its earlier predictions keep arriving at a 100 % step); None: ``champion.labels``."""
 
 
 def _compare(name: str, value: float, threshold: float, unit: str = "") -> CheckResult:
@@ -276,6 +339,36 @@ def _compare(name: str, value: float, threshold: float, unit: str = "") -> Check
     ok = value <= threshold
     relation = "≤" if ok else ">"
     return CheckResult(name, value, threshold, ok, f"{value:.4g}{unit} {relation} {threshold:.4g}{unit}")
+
+
+def accuracy_check(champion: LabelStats, canary: LabelStats, settings: CanarySettings) -> CheckResult:
+    """Canary against champion on the labeled readings of the window (value: the accuracy drop,
+    champion − canary; threshold: ``max(max_accuracy_drop, noise)``)."""
+    tolerance = settings.max_accuracy_drop
+    fewest = min(champion.labeled, canary.labeled)
+    if fewest < settings.min_labels:
+        short = "canary" if canary.labeled <= champion.labeled else "champion"
+        return CheckResult(
+            "accuracy",
+            math.nan,
+            tolerance,
+            True,
+            f"skipped: labeled readings in the window: canary {canary.labeled:.0f}, champion "
+            f"{champion.labeled:.0f}; {settings.min_labels} needed per arm",
+            skipped=True,
+            note=f"{short} {fewest:.0f} labels < {settings.min_labels}",
+        )
+    drop = champion.accuracy - canary.accuracy
+    noise = accuracy_noise(champion, canary, settings.accuracy_alpha)
+    threshold = max(tolerance, noise)
+    ok = drop <= threshold
+    detail = (
+        f"canary accuracy {canary.accuracy:.2%} ({canary.labeled:.0f} labels) vs champion "
+        f"{champion.accuracy:.2%} ({champion.labeled:.0f} labels): drop {100 * drop:.2f} points "
+        f"{'≤' if ok else '>'} {100 * threshold:.2f} (max_accuracy_drop {100 * tolerance:.2f}, "
+        f"chance at alpha {settings.accuracy_alpha:g} {100 * noise:.2f})"
+    )
+    return CheckResult("accuracy", drop, threshold, ok, detail)
 
 
 def judge(results: AnalysisInput, settings: CanarySettings) -> Verdict:
@@ -320,6 +413,9 @@ def judge(results: AnalysisInput, settings: CanarySettings) -> Verdict:
         else:
             noise = divergence_noise(name, champion, canary)
             checks.append(_compare(name, fn(champion.buckets, canary.buckets), max(limit, noise)))
+
+    champion_labels = results.champion_labels or (champion.labels if champion else LabelStats())
+    checks.append(accuracy_check(champion_labels, canary.labels, settings))
 
     if any(c.passed is False for c in checks):
         return Verdict(False, checks)

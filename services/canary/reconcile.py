@@ -117,12 +117,17 @@ class PrometheusAnalyzer:
         champion_version = version_label(state, state.champion)
         champion = collect(self.query, s.endpoint, "champion", champion_version, window)
         if champion.requests >= s.min_requests:
-            return AnalysisInput(canary, champion)
+            return AnalysisInput(canary, champion, champion_labels=champion.labels)
         # the champion had (almost) no traffic in the window, e.g. at a 100 % step: its error ratio and
         # latency since the canary started (at the earlier steps) are the reference
         since_start = max(window, math.ceil(now - state.canary.started_at))
         baseline = collect(self.query, s.endpoint, "champion", champion_version, since_start)
-        return AnalysisInput(canary, None, baseline if baseline.requests >= s.min_requests else None)
+        return AnalysisInput(
+            canary,
+            None,
+            baseline if baseline.requests >= s.min_requests else None,
+            champion_labels=champion.labels,  # its delayed labels still arrive in the window
+        )
 
 
 class Reconciler:

@@ -69,6 +69,15 @@ class CanarySettings(BaseModel):
     """Kolmogorov-Smirnov distance of the predicted probabilities (over the histogram buckets)."""
     min_requests: int = Field(30, ge=1)
     """Requests each arm needs in the window; below it the analysis is "not enough traffic"."""
+    min_labels: int = Field(50, ge=1)
+    """Labeled readings (``POST /feedback/``) each arm needs in the window for the accuracy check;
+    below it the check is skipped (and says so), never failed."""
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1)
+    """The canary fails the accuracy check when its accuracy on the labeled readings is below the
+    champion's by more than this (0.02: two points) ..."""
+    accuracy_alpha: float = Field(0.001, gt=0, le=0.2)
+    """... and by more than a one-sided two-proportion test at this significance level allows for
+    chance: two arms serving the same model fail with probability ``accuracy_alpha``."""
     host: str = "0.0.0.0"
     port: int = Field(9092, ge=0, le=65535)
     """Port of ``/metrics``, ``/healthz`` and ``/readyz`` (0: a free port)."""

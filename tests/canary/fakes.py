@@ -138,6 +138,9 @@ class ArmTraffic:
     errors: float = 0.0
     p95: float = 0.004
     buckets: dict[float, float] = field(default_factory=dict)
+    correct: float = 0.0
+    """Labeled readings predicted right that arrived in the window (``POST /feedback/``)."""
+    wrong: float = 0.0
 
 
 BOUNDS = [round(0.05 * i, 2) for i in range(1, 21)] + [math.inf]
@@ -172,6 +175,10 @@ class FakePrometheus:
         arm = re.search(r'arm="(\w+)"', promql).group(1)  # type: ignore[union-attr]
         window = int(re.search(r"\[(\d+)s\]", promql).group(1))  # type: ignore[union-attr]
         t = self.by_window.get((arm, window), self.arms[arm])
+        if "feedback_total" in promql:
+            return [({"correct": k}, v) for k, v in (("true", t.correct), ("false", t.wrong)) if v]
+        if "feedback_requests_total" in promql:  # one label per post, as the replay client sends
+            return [({}, t.correct + t.wrong)] if t.correct + t.wrong else []
         if "requests_total" in promql:
             return [({}, t.requests)]
         if "errors_total" in promql:

@@ -10,6 +10,8 @@ import pytest
 from services.canary.analysis import (
     AnalysisInput,
     ArmStats,
+    LabelStats,
+    accuracy_noise,
     arm_queries,
     bin_counts,
     collect,
@@ -37,8 +39,16 @@ BIMODAL = cumulative([300, 40, 10, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 10,
 SHIFTED = cumulative([30, 10, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 10, 100, 500])
 
 
-def arm(name="canary", requests=100.0, errors=0.0, p95=0.004, buckets=None, version="2"):
-    return ArmStats(name, version, 30, requests, errors, p95, dict(BIMODAL if buckets is None else buckets))
+def arm(name="canary", requests=100.0, errors=0.0, p95=0.004, buckets=None, version="2", labels=None):
+    return ArmStats(
+        name, version, 30, requests, errors, p95, dict(BIMODAL if buckets is None else buckets),
+        labels or LabelStats(),
+    )  # fmt: skip
+
+
+def labeled(accuracy: float, n: float, posts: float | None = None) -> LabelStats:
+    """``n`` labeled readings, ``accuracy`` of them right, in ``posts`` feedback posts (default ``n``)."""
+    return LabelStats(accuracy * n, (1 - accuracy) * n, n if posts is None else posts)
 
 
 SETTINGS = CanarySettings(min_requests=30)
@@ -55,6 +65,8 @@ def test_queries_restrict_arm_version_endpoint_and_window():
     assert q.p95_seconds.startswith("histogram_quantile(0.95, sum by (le) (increase(")
     assert f"occupancy_serving_request_duration_seconds_bucket{sel}[30s]" in q.p95_seconds
     assert q.probability_buckets == f"sum by (le) (increase(occupancy_serving_probability_bucket{sel}[30s]))"
+    assert q.labels == f"sum by (correct) (increase(occupancy_serving_feedback_total{sel}[30s]))"
+    assert q.labeled_posts == f"sum(increase(occupancy_serving_feedback_requests_total{sel}[30s]))"
     assert 'endpoint="a\\"b"' in arm_queries('a"b', "canary", "1", 5).requests, "label values are escaped"
 
 
@@ -64,6 +76,8 @@ def test_collect_reads_scalars_buckets_and_missing_series():
         "server_errors": [],  # no error series at all: no errors
         "p95_seconds": [({}, math.nan)],
         "probability_buckets": [({"le": "0.5"}, 10.0), ({"le": "+Inf"}, 30.0), ({"le": "1.0"}, 30.0)],
+        "labels": [({"correct": "true"}, 57.0), ({"correct": "false"}, 3.0)],
+        "labeled_posts": [({}, 20.0)],
     }
     queries = arm_queries("occupancy", "champion", "1", 10)
     by_text = {getattr(queries, k): v for k, v in answers.items()}
@@ -71,9 +85,11 @@ def test_collect_reads_scalars_buckets_and_missing_series():
     assert (stats.requests, stats.server_errors) == (120.0, 0.0)
     assert math.isnan(stats.p95_seconds)
     assert stats.buckets == {0.5: 10.0, 1.0: 30.0, math.inf: 30.0}
+    assert stats.labels == LabelStats(57.0, 3.0, 20.0) and stats.labels.accuracy == pytest.approx(0.95)
     empty = collect(lambda text: [], "occupancy", "canary", "2", 10)
     assert empty.requests == 0 and math.isnan(empty.p95_seconds) and empty.buckets == {}
     assert math.isnan(empty.error_ratio)
+    assert empty.labels == LabelStats() and math.isnan(empty.labels.accuracy), "no feedback: no labels"
 
 
 def test_bin_counts_tolerate_nan_gaps_and_non_monotonic_buckets():
@@ -111,9 +127,10 @@ def test_psi_and_ks_without_data_are_nan(empty):
 def test_a_healthy_canary_passes_every_check():
     verdict = judge(AnalysisInput(arm(), arm("champion", version="1")), SETTINGS)
     assert verdict.passed is True
-    assert [c.name for c in verdict.checks] == ["error_ratio", "p95_latency", "psi", "ks"]
+    assert [c.name for c in verdict.checks] == ["error_ratio", "p95_latency", "psi", "ks", "accuracy"]
     assert all(c.passed for c in verdict.checks)
     assert verdict.summary().startswith("passed: error_ratio=0")
+    assert verdict.summary().endswith("accuracy skipped (canary 0 labels < 50)"), "no labels: said so"
 
 
 @pytest.mark.parametrize("requests", [0.0, 29.9, math.nan])
@@ -164,14 +181,14 @@ def test_distribution_thresholds_grow_with_sampling_noise_of_few_requests():
     assert psi_check.threshold > 1.0 and ks_check.threshold > 0.2
     # with many requests the configured thresholds rule
     many = judge(AnalysisInput(arm(requests=1e5), arm("champion", requests=1e5)), SETTINGS)
-    assert [c.threshold for c in many.checks[2:]] == [SETTINGS.max_psi, SETTINGS.max_ks]
+    assert [c.threshold for c in many.checks[2:4]] == [SETTINGS.max_psi, SETTINGS.max_ks]
     assert math.isnan(divergence_noise("ks", arm("champion", requests=0), arm()))
 
 
 def test_missing_data_is_none_but_a_failure_still_fails():
     no_latency = judge(AnalysisInput(arm(p95=math.nan), arm("champion")), SETTINGS)
     assert no_latency.passed is None
-    assert [c.passed for c in no_latency.checks] == [True, None, True, True]
+    assert [c.passed for c in no_latency.checks] == [True, None, True, True, True]
     failing = judge(AnalysisInput(arm(errors=60), None), SETTINGS)
     assert failing.passed is False, "the absolute error ratio needs no champion"
     empty_champion = judge(AnalysisInput(arm(), arm("champion", buckets={}, p95=math.nan)), SETTINGS)
@@ -182,13 +199,107 @@ def test_without_champion_traffic_in_the_window_distribution_checks_are_skipped(
     # a 100 % step: nothing to compare the distribution with in the same window
     alone = judge(AnalysisInput(arm(buckets=SHIFTED), None), SETTINGS)
     assert alone.passed is True
-    assert [c.result for c in alone.checks] == ["passed", "skipped", "skipped", "skipped"]
-    assert alone.summary() == "passed: error_ratio=0, p95_latency skipped, psi skipped, ks skipped"
+    assert [c.result for c in alone.checks] == ["passed", "skipped", "skipped", "skipped", "skipped"]
+    assert alone.summary() == (
+        "passed: error_ratio=0, p95_latency skipped, psi skipped, ks skipped, "
+        "accuracy skipped (canary 0 labels < 50)"
+    )
     assert "no traffic to compare with" in alone.checks[2].detail
     # the champion's numbers since the canary started are the reference for errors and latency
     baseline = arm("champion", errors=10, p95=0.010)
     slow = judge(AnalysisInput(arm(p95=0.050, errors=10.5), None, baseline), SETTINGS)
     assert slow.passed is False
-    assert [c.result for c in slow.checks] == ["passed", "failed", "skipped", "skipped"]
+    assert [c.result for c in slow.checks] == ["passed", "failed", "skipped", "skipped", "skipped"]
     assert slow.checks[0].threshold == pytest.approx(0.11), "champion's 10 % + the 1 point margin"
     assert judge(AnalysisInput(arm(buckets=SHIFTED), arm("champion"), baseline), SETTINGS).passed is False
+
+
+# ---------------------------------------------------------------------------------- accuracy
+def accuracy_of(canary: LabelStats, champion: LabelStats, **settings):
+    verdict = judge(
+        AnalysisInput(arm(labels=canary), arm("champion", version="1", labels=champion)),
+        CanarySettings(min_requests=30, **settings),
+    )
+    return verdict, verdict.checks[-1]
+
+
+@pytest.mark.parametrize(
+    ("canary", "champion", "note"),
+    [
+        (12, 500, "canary 12 labels < 50"),
+        (500, 49, "champion 49 labels < 50"),
+        (0, 0, "canary 0 labels < 50"),
+    ],
+)
+def test_accuracy_with_too_few_labels_is_skipped_and_says_so(canary, champion, note):
+    # the canary is wrong on every label it has: still no verdict on so few
+    verdict, check = accuracy_of(labeled(0.0, canary), labeled(1.0, champion))
+    assert check.name == "accuracy" and check.result == "skipped" and check.note == note
+    assert verdict.passed is True, "too few labels never fail a canary (or hold it up)"
+    assert f"accuracy skipped ({note})" in verdict.summary(), "nor pass silently"
+    assert "50 needed per arm" in check.detail
+
+
+def test_accuracy_equal_on_enough_labels_passes():
+    verdict, check = accuracy_of(labeled(0.97, 400), labeled(0.975, 3600))
+    assert verdict.passed is True and check.result == "passed"
+    assert check.value == pytest.approx(0.005) and "accuracy=0.005" in verdict.summary()
+
+
+def test_a_canary_wrong_on_the_labels_fails_naming_accuracy_and_both_figures():
+    verdict, check = accuracy_of(labeled(0.80, 300), labeled(0.98, 2700))
+    assert verdict.passed is False and verdict.failed == [check]
+    assert check.value == pytest.approx(0.18)
+    reason = verdict.summary()
+    assert reason.startswith("failed: accuracy=0.18 (threshold ")
+    assert "canary accuracy 80.00% (300 labels) vs champion 98.00% (2700 labels)" in reason
+    assert "drop 18.00 points >" in reason
+
+
+def test_accuracy_drop_within_the_tolerance_passes():
+    # a million labels each: chance is negligible, the configured tolerance (2 points) rules
+    verdict, check = accuracy_of(labeled(0.965, 1e6), labeled(0.98, 1e6))
+    assert verdict.passed is True and check.threshold == pytest.approx(0.02)
+    verdict, check = accuracy_of(labeled(0.955, 1e6), labeled(0.98, 1e6))
+    assert verdict.passed is False and check.threshold == pytest.approx(0.02)
+    verdict, _ = accuracy_of(labeled(0.955, 1e6), labeled(0.98, 1e6), max_accuracy_drop=0.03)
+    assert verdict.passed is True, "the tolerance is a setting"
+
+
+def test_accuracy_noise_guard_needs_a_significant_drop():
+    # 6 points lower on 60 labels against 600: within what chance gives at alpha 0.001
+    few, check = accuracy_of(labeled(0.90, 60), labeled(0.96, 600))
+    assert few.passed is True and check.result == "passed", check.detail
+    assert check.threshold > 0.06 and "chance at alpha 0.001" in check.detail
+    # the same drop on 3000 labels against 30000 is no accident
+    many, check = accuracy_of(labeled(0.90, 3000), labeled(0.96, 30000))
+    assert many.passed is False and check.result == "failed"
+    # 3000 labels that came in 60 posts (60 requests of 50 readings): as uncertain as 60
+    grouped, _ = accuracy_of(labeled(0.90, 3000, posts=60), labeled(0.96, 30000, posts=600))
+    assert grouped.passed is True
+    # a larger alpha is a less cautious test
+    loose, _ = accuracy_of(labeled(0.90, 60), labeled(0.96, 600), accuracy_alpha=0.2)
+    assert loose.passed is False
+
+
+def test_accuracy_noise_is_the_one_sided_two_proportion_test():
+    champion, canary = labeled(0.96, 600), labeled(0.90, 60)
+    pooled = (0.96 * 600 + 0.90 * 60) / 660
+    expected = 3.0902 * math.sqrt(pooled * (1 - pooled) * (1 / 60 + 1 / 600))
+    assert accuracy_noise(champion, canary, 0.001) == pytest.approx(expected, rel=1e-4)
+    assert accuracy_noise(labeled(1.0, 100), labeled(1.0, 100), 0.001) == 0.0, "all right: no doubt"
+    assert math.isnan(accuracy_noise(LabelStats(), canary, 0.001))
+
+
+def test_accuracy_at_a_full_step_uses_the_champions_labels_of_the_window():
+    """At 100 % the champion answers nothing, but labels of its earlier predictions still arrive."""
+    canary = arm(labels=labeled(0.5, 400))
+    late = labeled(0.97, 400)
+    verdict = judge(AnalysisInput(canary, None, champion_labels=late), SETTINGS)
+    assert verdict.passed is False and verdict.failed[0].name == "accuracy"
+    assert judge(AnalysisInput(canary, None), SETTINGS).checks[-1].result == "skipped"
+    # a failing accuracy fails the analysis even with a check that has no data
+    no_latency = judge(
+        AnalysisInput(arm(p95=math.nan, labels=labeled(0.5, 400)), arm("champion", labels=late)), SETTINGS
+    )
+    assert no_latency.passed is False

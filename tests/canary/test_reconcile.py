@@ -350,3 +350,36 @@ def test_a_restarted_controller_resumes_from_the_registry(world):
     clock.advance(INTERVAL / 2)
     assert controller(world).poll().decisions == ["pass", "step"]
     assert registry.state.canary.step == 2
+
+
+def test_a_canary_wrong_on_its_delayed_labels_is_rolled_back_naming_accuracy(world):
+    clock, registry, serving, prom = world
+    registry.submit("wrong")
+    rec = controller(world)
+    rec.poll()
+    prom.arms["canary"] = ArmTraffic(correct=20, wrong=80)  # same traffic and distribution, wrong labels
+    prom.arms["champion"] = ArmTraffic(correct=880, wrong=20)
+    clock.advance(INTERVAL)
+    assert rec.poll().decisions == ["fail"]
+    clock.advance(INTERVAL)
+    assert rec.poll().decisions == ["fail", "rollback"]
+    reason = registry.state.reasons["wrong"]
+    assert reason.startswith("canary failed 2 analyses at step 1/4 (10%): accuracy=0.7778 (threshold "), reason
+    assert "canary accuracy 20.00% (100 labels) vs champion 97.78% (900 labels)" in reason
+    assert serving.config == (ArmSpec("champ", "1"), None, 0.0)
+    assert metric(rec, "occupancy_canary_checks_total", check="accuracy", result="failed") == 2
+    assert metric(rec, "occupancy_canary_check_value", check="accuracy") == pytest.approx(0.7778, abs=1e-4)
+    assert metric(rec, "occupancy_canary_checks_total", check="psi", result="passed") == 2
+
+
+def test_without_labels_the_accuracy_check_is_skipped_and_the_rollout_goes_on(world):
+    clock, registry, _, _ = world
+    registry.submit("unlabeled")
+    rec = controller(world)
+    rec.poll()
+    clock.advance(INTERVAL)
+    result = rec.poll()
+    assert result.decisions == ["pass", "step"]
+    assert "accuracy skipped (canary 0 labels < 50)" in (result.verdict or "")
+    assert metric(rec, "occupancy_canary_checks_total", check="accuracy", result="skipped") == 1
+    assert metric(rec, "occupancy_canary_checks_total", check="accuracy", result="failed") == 0

@@ -17,6 +17,7 @@ def test_defaults_then_file_then_environment(tmp_path):
     assert (defaults.poll_interval_seconds, defaults.analysis_interval_seconds) == (2.0, 30.0)
     assert (defaults.passes_per_step, defaults.failure_threshold) == (1, 2)
     assert (defaults.max_psi, defaults.max_ks, defaults.max_error_ratio) == (0.25, 0.2, 0.05)
+    assert (defaults.min_labels, defaults.max_accuracy_drop, defaults.accuracy_alpha) == (50, 0.02, 0.001)
     path = tmp_path / "canary.yaml"
     path.write_text("project: Rooms\nsteps: [0.2, 1.0]\nanalysis_interval_seconds: 10\nmax_psi: 0.3\n")
     settings = load_settings(path, environ={"OCCUPANCY_CANARY_ANALYSIS_INTERVAL_SECONDS": "3"})
@@ -46,6 +47,12 @@ def test_defaults_then_file_then_environment(tmp_path):
         ("", {"OCCUPANCY_CANARY_STEP": "0.1"}, "OCCUPANCY_CANARY_STEP: unknown setting 'step'"),
         ("", {"OCCUPANCY_CANARY_PORT": "eighty"}, "port"),
         ("", {"OCCUPANCY_CANARY_MAX_KS": "2"}, "max_ks"),
+        ("min_labels: 0\n", {}, "min_labels"),
+        ("max_accuracy_drop: -0.01\n", {}, "max_accuracy_drop"),
+        ("max_accuracy_drop: 1.5\n", {}, "max_accuracy_drop"),
+        ("accuracy_alpha: 0\n", {}, "accuracy_alpha"),
+        ("accuracy_alpha: 0.5\n", {}, "accuracy_alpha"),
+        ("", {"OCCUPANCY_CANARY_MIN_LABELS": "many"}, "min_labels"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path, text, env, named):
