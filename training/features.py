@@ -2,9 +2,10 @@
 
 The sensors report one reading a minute. A feature of the reading at time ``t`` depends only on
 that reading and the ``N = window_minutes`` readings before it (``t - N .. t`` at one a minute),
-and only on readings of the same *segment*: a run of readings with no gap longer than
-``max_gap_minutes`` (a longer gap, a step back in time, or a change of the optional ``source``
-column, e.g. the file a row came from, starts a new segment). Near the start of a segment the
+and only on readings of the same *segment*: a run of readings of one room with no gap longer than
+``max_gap_minutes`` (a longer gap, a step back in time, or a change of the optional ``room``
+column starts a new segment). The file a reading came from does not matter: a room's day files
+join into one series, as a serving request spanning midnight does. Near the start of a segment the
 window is partial: statistics use the readings that exist, a difference is taken to the oldest
 reading available (so it is 0 on the first row of a segment).
 
@@ -22,10 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from training.data import SENSOR_COLUMNS, TIME_COLUMN
-
-SOURCE_COLUMN = "source"
-"""Optional column of a frame: where each row came from (e.g. a file). A change starts a segment."""
+from training.data import ROOM_COLUMN, SENSOR_COLUMNS, TIME_COLUMN
 
 Op = Literal["mean", "min", "max", "std", "diff", "slope"]
 _OPS: tuple[str, ...] = ("mean", "min", "max", "std", "diff", "slope")
@@ -109,9 +107,9 @@ def segment_positions(frame: pd.DataFrame, max_gap_minutes: float = 2.0) -> np.n
         step = np.diff(times).astype("timedelta64[ns]").astype(np.int64)
         gap = np.int64(round(max_gap_minutes * 60e9))
         starts[1:] = (step <= 0) | (step > gap)
-        if SOURCE_COLUMN in frame.columns:
-            source = frame[SOURCE_COLUMN].to_numpy()
-            starts[1:] |= source[1:] != source[:-1]
+        if ROOM_COLUMN in frame.columns:
+            room = frame[ROOM_COLUMN].to_numpy()
+            starts[1:] |= room[1:] != room[:-1]
     start_index = np.maximum.accumulate(np.where(starts, np.arange(n), 0)) if n else starts.astype(np.int64)
     return np.arange(n) - start_index
 

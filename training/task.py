@@ -108,8 +108,8 @@ def run(overrides: dict[str, Any] | None = None, project: str = PROJECT) -> dict
 def train_and_register(task: Any, cfg: TrainingConfig, frame: Any, eval_frame: Any | None) -> dict[str, Any]:
     """Train on ``frame`` inside ``task``: curves, plots, metrics and the registered output model."""
     logger = task.get_logger()
-    files = frame["source"].nunique()
-    print(f"training on dataset {cfg.CLEARML_DATASET_ID}: {len(frame):,} rows, {files} files")
+    files, rooms = frame["source"].nunique(), frame["room"].nunique()
+    print(f"training on dataset {cfg.CLEARML_DATASET_ID}: {len(frame):,} rows, {files} files, {rooms} rooms")
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
         for key, value in logs.items():

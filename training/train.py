@@ -17,7 +17,7 @@ import pandas as pd
 
 from training.bundle import KERAS_FILE, PORTABLE_FILE, ModelBundle, schema_to_dict, write_metadata
 from training.config import TrainingConfig
-from training.data import LABEL_COLUMN, TIME_COLUMN
+from training.data import LABEL_COLUMN, ROOM_COLUMN, TIME_COLUMN
 from training.evaluate import Metrics, compute_metrics
 from training.features import DEFAULT_SCHEMA, FeatureSchema, make_features
 from training.portable import PortableModel, from_keras
@@ -96,8 +96,9 @@ def train_model(
     if frame[LABEL_COLUMN].nunique() < 2:
         raise ValueError("the training data holds only one class: nothing to learn")
     configure_tensorflow()
-    # features over the whole frame first (they look back within segments only), then split
-    ordered = frame.sort_values(TIME_COLUMN, kind="stable")
+    # features over the whole frame first (they look back within a room's segments only), then split
+    by = [ROOM_COLUMN, TIME_COLUMN] if ROOM_COLUMN in frame.columns else [TIME_COLUMN]
+    ordered = frame.sort_values(by, kind="stable")
     features = make_features(ordered, schema)
     train_part, val_part = time_split(ordered, config.VALIDATION_FRACTION)
     x_train, y_train = features.loc[train_part.index].to_numpy(), train_part[LABEL_COLUMN].to_numpy()

@@ -24,10 +24,11 @@ from services.labeling.versions import (
     discard_version,
     file_hashes,
     finalize_or_discard,
+    kept_files,
     latest_version,
     open_child,
 )
-from training.data import load_labeled
+from training.data import load_dataset_files
 
 __all__ = ["NoLabeledFilesError", "VersionReport", "sync_folder"]
 
@@ -55,10 +56,12 @@ def sync_folder(
         raise NoLabeledFilesError(
             f"no labeled files ({', '.join('*' + s for s in DONE_SUFFIXES)}) in {folder}"
         )
-    load_labeled(list(files.values()))  # validation of every file, all problems at once
-
     latest = latest_version(project, name)
     known = file_hashes(latest)
+    # what training will read: the folder's files and, without mirror, the parent's other files;
+    # every file valid and none clashing with another, all problems at once, before anything is made
+    kept = {} if mirror or latest is None else kept_files(latest, set(known) - set(files))
+    load_dataset_files({**kept, **files})
     local = {rel: sha256_of(path) for rel, path in files.items()}
     unchanged = all(known.get(rel) == digest for rel, digest in local.items())
     if latest is not None and unchanged and (not mirror or set(known) <= set(local)):

@@ -98,6 +98,15 @@ def file_hashes(dataset: Dataset | None) -> dict[str, str]:
     return {path: entry.hash or "" for path, entry in dataset.file_entries_dict.items()}
 
 
+def kept_files(dataset: Dataset, paths: set[str]) -> dict[str, Path]:
+    """Local copies of the files ``paths`` of a finalized version (the SDK's cached, read-only copy;
+    downloaded once per version), to validate a new version's files against the ones it keeps."""
+    if not paths:
+        return {}
+    root = Path(dataset.get_local_copy())
+    return {rel: root / rel for rel in sorted(paths)}
+
+
 @dataclass
 class OpenVersion:
     """A writable child version and the state of its parent (the base it is compared with)."""

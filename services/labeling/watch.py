@@ -49,10 +49,11 @@ from services.labeling.versions import (
     finalize_or_discard,
     human_size,
     is_finalized,
+    kept_files,
     latest_version,
     open_child,
 )
-from training.data import DataValidationError, read_labeled_csv
+from training.data import DataValidationError, check_combined, read_labeled_csv, room_of
 
 STATE_DIR_NAME = ".label-watch"
 
@@ -145,6 +146,7 @@ class LabelWatcher:
         self._version: OpenVersion | None = None
         self._latest_id: str | None = None
         self._known: dict[str, str] = {}  # dataset path → hash of the version being built
+        self._frames: dict[str, Any] = {}  # dataset path → validated rows of each file in it
         self._seen: dict[str, tuple[int, int]] = {}  # dataset path → (mtime_ns, size) handled
         self._refused: dict[str, str] = {}
         self._stop = threading.Event()
@@ -162,6 +164,7 @@ class LabelWatcher:
             latest = latest_version(self.project, self.name)
             self._latest_id = str(latest.id) if latest is not None else None
             self._known = file_hashes(latest)
+            self._frames = _parent_frames(latest, set(self._known))
         except BaseException:
             self.state.release()
             raise
@@ -250,7 +253,11 @@ class LabelWatcher:
             self._refused.pop(rel, None)
             return  # already in the version with this content
         try:
-            read_labeled_csv(path)
+            frame = read_labeled_csv(path, room=room_of(rel))
+            others = {k: v for k, v in self._frames.items() if k != rel}
+            clashes = check_combined({**others, rel: frame})  # what training would refuse
+            if clashes:
+                raise DataValidationError(clashes)
         except DataValidationError as exc:
             self._refused[rel] = str(exc)
             self.echo(f"refused {rel} (not added; fix it and save it again):\n{exc}")
@@ -261,6 +268,7 @@ class LabelWatcher:
         version.dataset.add_files(path=path, dataset_path=None if parent == "." else parent)
         version.dataset.upload(show_progress=False, verbose=False, preview=False)
         self._known = file_hashes(version.dataset)
+        self._frames[rel] = frame
         kind = "modified" if rel in version.base else "added"
         self.echo(f"uploaded {rel} ({kind}, {human_size(path.stat().st_size)})")
 
@@ -290,6 +298,16 @@ class LabelWatcher:
         if report.refused:
             self.echo("Refused (not in this version): " + ", ".join(report.refused))
         return report if report.created else None
+
+
+def _parent_frames(latest: Any, paths: set[str]) -> dict[str, Any]:
+    """The validated rows of the parent version's files, to refuse a new file that clashes with one
+    (a parent file the contract now refuses is left out of the comparison, not fatal)."""
+    frames: dict[str, Any] = {}
+    for rel, path in kept_files(latest, paths).items() if latest is not None else ():
+        with contextlib.suppress(DataValidationError, OSError):
+            frames[rel] = read_labeled_csv(path, room=room_of(rel))
+    return frames
 
 
 @contextlib.contextmanager

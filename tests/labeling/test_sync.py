@@ -96,3 +96,29 @@ def test_bad_files_are_refused_before_anything_is_created(clearml_env, days):
     assert len(api_client(clearml_env).projects.get_all(name=f"^{project}", search_hidden=True)) == 0
     storage = Path(clearml_env["CLEARML_DEFAULT_OUTPUT_URI"].removeprefix("file://"))
     assert not any(storage.rglob("*")), "nothing uploaded"
+
+
+def test_rooms_are_folders_and_a_kept_file_clashing_with_a_new_one_is_refused(clearml_env, days):
+    project, name = f"Rooms-{uuid.uuid4().hex[:6]}", f"sensors-{uuid.uuid4().hex[:6]}"
+    folder = Path(clearml_env["HOME"]) / "rooms"
+    for room in ("room-a", "room-b"):  # the same day in two rooms: two series, not duplicates
+        (folder / room).mkdir(parents=True)
+        shutil.copyfile(days[0], folder / room / days[0].name)
+    args = (str(folder), "--project", project, "--dataset", name)
+    first = label(clearml_env, "sync", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "files added:    2" in first.stdout
+
+    # the file leaves the folder but stays in the dataset (no --mirror); a new file with its
+    # minutes would make a version that training refuses: refused before anything is created
+    (folder / "room-a" / days[0].name).rename(folder / "room-a" / "renamed.csv")
+    again = label(clearml_env, "sync", *args, "--tag", "Production")
+    assert again.returncode != 0
+    assert "room-a/renamed.csv, column date: timestamp" in again.stderr + again.stdout
+    assert f"of room 'room-a' is also in room-a/{days[0].name}" in again.stderr + again.stdout
+    assert "Traceback" not in again.stderr
+    assert len(dataset_tasks(clearml_env, name)) == 1, "nothing was created"
+    mirrored = label(clearml_env, "sync", *args, "--mirror", "--tag", "Production")
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    assert "files added:    1 (room-a/renamed.csv)" in mirrored.stdout
+    assert f"files removed:  1 (room-a/{days[0].name})" in mirrored.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import uuid
 from pathlib import Path
@@ -51,10 +52,16 @@ def test_one_version_per_labeling_round_with_previews(clearml_env, days):
     drop_done(days[1], folder)
     watch.wait_for(f"uploaded {days[1].name}")
     watch.wait_for("refused bad-day.csv")
+    # the same minutes as day 1 (in the parent version) under another name: training would refuse
+    # the version, so the watcher refuses the file, naming the one it clashes with
+    shutil.copyfile(days[0], folder / "copy-of-day-1.csv")
+    watch.wait_for("refused copy-of-day-1.csv")
     assert watch.stop(signal.SIGTERM) == 0, watch.stderr[-3000:]
     assert "bad-day.csv, line 4, column Occupancy: label '2' is not 0 or 1" in watch.output
-    assert "Refused (not in this version): bad-day.csv" in watch.output
+    assert f"of room 'default' is also in {days[0].name}" in watch.output
+    assert "Refused (not in this version): bad-day.csv, copy-of-day-1.csv" in watch.output
     (folder / "bad-day.csv").unlink()
+    (folder / "copy-of-day-1.csv").unlink()
 
     # round 3: a labeling GUI embeds the watcher and finalizes from its close event
     out = run_python(

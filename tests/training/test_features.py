@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import SENSOR_COLUMNS
+from training.data import ROOM_COLUMN, SENSOR_COLUMNS
 from training.features import (
     DEFAULT_SCHEMA,
-    SOURCE_COLUMN,
     FeatureSchema,
     WindowFeature,
     feature_row,
@@ -110,14 +109,17 @@ def test_rows_beyond_the_window_do_not_matter() -> None:
     assert_same(after.iloc[first_unaffected:], before.iloc[first_unaffected:])
 
 
-def test_segments_start_at_gaps_time_steps_back_and_source_changes() -> None:
+def test_segments_start_at_gaps_time_steps_back_and_room_changes() -> None:
     frame = with_gap(readings(30), at=10, minutes=2.5)  # a 3.5 min step: gap
     frame = with_gap(frame, at=20, minutes=0.9)  # a 1.9 min step: same segment
     positions = segment_positions(frame)
     assert positions[:12].tolist() == [*range(10), 0, 1]
     assert positions[19:22].tolist() == [9, 10, 11]
-    frame[SOURCE_COLUMN] = ["a"] * 25 + ["b"] * 5
+    frame[ROOM_COLUMN] = ["a"] * 25 + ["b"] * 5
     assert segment_positions(frame)[24:27].tolist() == [14, 0, 1]
+    frame[ROOM_COLUMN] = "a"
+    frame["source"] = ["a.csv"] * 25 + ["b.csv"] * 5  # a room's next file continues its series
+    assert segment_positions(frame)[24:27].tolist() == [14, 15, 16]
     backwards = pd.concat([readings(5, start="2015-02-05"), readings(5, start="2015-02-04")])
     assert segment_positions(backwards.reset_index(drop=True)).tolist() == [*range(5), *range(5)]
 
