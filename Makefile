@@ -42,8 +42,8 @@ system-tools: ## install Debian's prometheus and wrk if missing (apt-get, as roo
 	  exit 1; \
 	fi
 
-demo: $(STAMP) system-tools ## run the loop on the local ClearML server (no cluster needed)
-	$(BIN)/occupancy-mlops demo
+demo: $(STAMP) system-tools ## run the loop on the local ClearML server (no cluster needed; DATA=DIR names the data folder)
+	$(BIN)/occupancy-mlops demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP) system-tools ## run every test (unit and integration against the local server)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

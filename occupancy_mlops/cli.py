@@ -63,13 +63,18 @@ def demo(
     days: Annotated[int | None, typer.Option(min=1, help="only the first N days of data")] = None,
 ) -> None:
     """Run the loop on the embedded local ClearML server: no cluster, no external server."""
-    from occupancy_mlops.demo import run_demo
+    from occupancy_mlops.demo import WorkdirError, run_demo, stop_on_signals
     from training.data import DataNotFoundError
 
     try:
-        run_demo(workdir.resolve(), data, days)
-    except DataNotFoundError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+        with stop_on_signals():
+            run_demo(workdir.resolve(), data, days)
+    except (DataNotFoundError, WorkdirError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as exc:
+        typer.echo(f"demo stopped ({exc or 'Ctrl-C'}); every process it started was stopped", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -219,8 +224,21 @@ def timeline(
     Console().print(timeline_table(rows, f"The loop, per version of {project}"))
 
 
+NO_SERVER = (
+    "error: no ClearML server configured. Start the local one with `occupancy-mlops local-server` "
+    "and export the settings it prints, or name yours with CLEARML_API_HOST, CLEARML_API_ACCESS_KEY "
+    "and CLEARML_API_SECRET_KEY (or CLEARML_CONFIG_FILE, or run clearml-init)."
+)
+
+
 def main() -> None:
-    app()
+    from clearml.backend_api.session.defs import MissingConfigError
+
+    try:
+        app()
+    except MissingConfigError:
+        typer.echo(NO_SERVER, err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -320,6 +321,53 @@ def _write_report(
     return write_report(out, rows, series, loop.started_at, events)
 
 
+MARKER = ".occupancy-mlops-demo"
+"""File the demo writes first into its work folder: only a folder holding it is ever deleted."""
+
+
+class WorkdirError(RuntimeError):
+    pass
+
+
+def prepare_workdir(workdir: Path) -> bool:
+    """Make ``workdir`` an empty folder holding the marker; True when a previous demo's was removed.
+
+    A folder that exists, is not empty and has no marker was not made by the demo: refused, never
+    deleted.
+    """
+    removed = False
+    if workdir.exists() or workdir.is_symlink():
+        if workdir.is_symlink() or not workdir.is_dir():
+            raise WorkdirError(f"--workdir {workdir} exists and is not a folder; choose another --workdir")
+        if (workdir / MARKER).is_file():
+            shutil.rmtree(workdir)
+            removed = True
+        elif any(workdir.iterdir()):
+            raise WorkdirError(
+                f"--workdir {workdir} holds files the demo did not make (no {MARKER} in it); "
+                "choose another --workdir, or empty it yourself"
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by occupancy-mlops demo; the next demo run deletes this folder\n")
+    return removed
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so every ``with`` block stops the processes it
+    started (server, agents and their pipeline runs, scheduler, serving, Prometheus, controller)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(
     workdir: Path,
     data: Path | None = None,
@@ -331,9 +379,8 @@ def run_demo(
     console = console or Console(file=sys.stdout, width=max(Console().width, 132))
     logging.getLogger("clearml").setLevel(logging.WARNING)
     source = locate_occupancy_data(data)
-    if workdir.exists():
-        console.print(f"[dim]removing the previous demo state in {workdir}[/dim]")
-        shutil.rmtree(workdir)
+    if prepare_workdir(workdir):
+        console.print(f"[dim]removed the previous demo state in {workdir}[/dim]")
     (workdir / "storage").mkdir(parents=True)
 
     # the labeling stream is the training week; datatest.txt is the fixed evaluation set of the gate
