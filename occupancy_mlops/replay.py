@@ -6,6 +6,13 @@ checks each answer against the reading's label, the delayed label a real deploym
 Answers are kept per arm and model version, so the demo can show live accuracy, traffic split,
 latency and errors per arm without trusting the server's own numbers.
 
+It also gives the server those labels back, as a deployment would once they are known:
+``feedback_delay`` seconds after an answer (default 3), ``POST /feedback/occupancy`` with the answer's
+``prediction_id`` and the newest reading's label (``null`` for the history readings, whose labels
+the request was not about). The canary controller judges the arms' accuracy on them. A separate
+thread sends them, in the order they fall due; those not yet due when the replay stops are dropped
+(and counted).
+
 The loop is bounded: it stops after ``max_requests`` or when stopped, and never sends faster than
 ``rate`` requests a second. Only the URL it is given is contacted.
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +48,10 @@ class Answer:
 @dataclass
 class ReplayStats:
     answers: list[Answer] = field(default_factory=list)
+    feedback: Counter[int] = field(default_factory=Counter)
+    """Feedback posts by HTTP status (0: no answer)."""
+    feedback_dropped: int = 0
+    """Labels not yet due when the replay stopped."""
 
     @property
     def sent(self) -> int:
@@ -100,9 +111,13 @@ class Replay:
         history: int = 61,
         max_requests: int = 100_000,
         timeout: float = 10.0,
+        feedback_delay: float | None = 3.0,
+        feedback_url: str | None = None,
     ) -> None:
         if rate <= 0 or history < 1 or max_requests < 1:
             raise ValueError("rate must be > 0, history and max_requests >= 1")
+        if feedback_delay is not None and not 0 <= feedback_delay <= 86400:
+            raise ValueError("feedback_delay must be within 0..86400 s (None: no feedback)")
         missing = [c for c in (TIME_COLUMN, LABEL_COLUMN, *SENSOR_COLUMNS) if c not in frame.columns]
         if missing:
             raise ValueError(f"the replayed frame lacks columns {missing}")
@@ -113,8 +128,14 @@ class Replay:
         self.max_requests = max_requests
         self.timeout = timeout
         self.stats = ReplayStats()
+        self.feedback_delay = feedback_delay
+        self.feedback_url = feedback_url or url.replace("/serve/", "/feedback/", 1)
+        self._due: deque[tuple[float, dict[str, Any]]] = deque()  # (monotonic time, body), in due order
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replay", daemon=True)
+        self._feedback_thread = threading.Thread(
+            target=self._run_feedback, name="replay-feedback", daemon=True
+        )
 
     def _send(self, session: requests.Session, index: int) -> Answer:
         rows = self.frame.iloc[max(0, index - self.history + 1) : index + 1]
@@ -134,6 +155,11 @@ class Replay:
             model = data.get("model") or {}
             version, model_id = str(model.get("version", "-")), str(model.get("id", "-"))
             occupied = bool(data["predictions"][-1]["occupied"])
+            token = data.get("prediction_id")
+            if self.feedback_delay is not None and isinstance(token, str):
+                labels: list[bool | None] = [None] * (len(rows) - 1) + [bool(label)]
+                due = time.monotonic() + self.feedback_delay
+                self._due.append((due, {"prediction_id": token, "occupied": labels}))
         return Answer(started, latency, resp.status_code, arm, version, occupied, label, model_id)
 
     def _run(self) -> None:
@@ -151,14 +177,36 @@ class Replay:
                 else:
                     next_at = time.monotonic()  # behind: do not burst to catch up
 
+    def _run_feedback(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                if not self._due:
+                    self._stop.wait(0.05)
+                    continue
+                due, body = self._due[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._stop.wait(min(wait, 0.5))
+                    continue
+                self._due.popleft()
+                try:
+                    status = session.post(self.feedback_url, json=body, timeout=self.timeout).status_code
+                except requests.RequestException:
+                    status = 0
+                self.stats.feedback[status] += 1
+
     def start(self) -> Replay:
         self._thread.start()
+        if self.feedback_delay is not None:
+            self._feedback_thread.start()
         return self
 
     def stop(self, timeout: float = 15.0) -> ReplayStats:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in (self._thread, self._feedback_thread):
+            if thread.is_alive():
+                thread.join(timeout)
+        self.stats.feedback_dropped = len(self._due)
         return self.stats
 
     def __enter__(self) -> Replay:

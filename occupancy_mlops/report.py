@@ -1,6 +1,6 @@
 """The loop's report: what the demo (or anyone with a Prometheus that scraped serving) shows in plots.
 
-Four figures, written as PNG files with a Markdown page that links them:
+Five figures, written as PNG files with a Markdown page that links them:
 
 - accuracy per model version: the gate's score on the evaluation set and the live accuracy the
   replay client measured against the readings' labels, coloured by where the version ended
@@ -8,7 +8,9 @@ Four figures, written as PNG files with a Markdown page that links them:
 - traffic split over time: requests a second per arm, from Prometheus;
 - p95 latency per arm over time, from Prometheus;
 - server-error ratio per arm over time, from Prometheus (client errors are the caller's fault and
-  are left out, as in the canary analysis).
+  are left out, as in the canary analysis);
+- labeled accuracy per model version over time: the delayed labels posted to ``/feedback/`` (the
+  replay client's), as serving counted them and the canary controller judged them.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ Series = dict[str, tuple[list[float], list[float]]]
 """arm → (unix times, values)."""
 
 
-def query_range(prometheus_url: str, promql: str, start: float, end: float, step: float) -> Series:
-    """A PromQL range query, one series per ``arm`` label."""
+def query_range(
+    prometheus_url: str, promql: str, start: float, end: float, step: float, key: str = "arm"
+) -> Series:
+    """A PromQL range query, one series per value of the label ``key``."""
     resp = requests.get(
         f"{prometheus_url}/api/v1/query_range",
         params={"query": promql, "start": str(start), "end": str(end), "step": str(step)},
@@ -62,15 +66,20 @@ def query_range(prometheus_url: str, promql: str, start: float, end: float, step
         )
     out: Series = {}
     for result in body["data"]["result"]:
-        arm = result["metric"].get("arm", "all")
+        arm = result["metric"].get(key, "all")
+        if key == "model_version":
+            arm = f"v{arm}"
         times = [float(t) for t, _ in result["values"]]
         values = [float(v) for _, v in result["values"]]
         out[arm] = (times, values)
     return out
 
 
-def serving_series(prometheus_url: str, start: float, end: float, window: str = "10s") -> dict[str, Series]:
-    """Traffic, p95 latency and server-error ratio per arm of the ``occupancy`` endpoint."""
+def serving_series(
+    prometheus_url: str, start: float, end: float, window: str = "10s", label_window: str = "30s"
+) -> dict[str, Series]:
+    """Traffic, p95 latency and server-error ratio per arm of the ``occupancy`` endpoint, and the
+    accuracy on the labels that arrived per model version (over ``label_window``)."""
     sel = 'endpoint="occupancy",arm!="none"'
     step = max(1.0, (end - start) / 300)
     return {
@@ -96,6 +105,16 @@ def serving_series(prometheus_url: str, start: float, end: float, window: str = 
             start,
             end,
             step,
+        ),
+        "labeled": query_range(
+            prometheus_url,
+            f'sum by (model_version) (increase(occupancy_serving_feedback_total{{{sel},correct="true"}}'
+            f"[{label_window}])) / sum by (model_version) "
+            f"(increase(occupancy_serving_feedback_total{{{sel}}}[{label_window}]))",
+            start,
+            end,
+            step,
+            key="model_version",
         ),
     }
 
@@ -154,12 +173,13 @@ def write_report(
         ("traffic", "requests / s", "Traffic split per arm"),
         ("p95", "p95 latency (ms)", "p95 latency per arm"),
         ("errors", "server-error ratio", "Server-error ratio per arm"),
+        ("labeled", "accuracy on labels (%)", "Labeled accuracy per model version (feedback)"),
     )
     for key, ylabel, title in panels:
         fig, ax = plt.subplots(figsize=(9, 3.5))
         data = _time_axis(series.get(key, {}), start) if series else {}
         for arm, (times, values) in sorted(data.items()):
-            scale = 1000.0 if key == "p95" else 1.0
+            scale = {"p95": 1000.0, "labeled": 100.0}.get(key, 1.0)
             ax.plot(times, [v * scale for v in values], label=arm, color=ARM_COLOURS.get(arm))
         for at, text in events or []:
             ax.axvline(at - start, color="black", linewidth=0.6, linestyle=":")
