@@ -194,8 +194,12 @@ def timeline(
     ] = None,
     last: Annotated[int, typer.Option(min=1, help="newest N dataset versions")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per version")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="add tags, run status, model id and the champion's accuracy")
+    ] = False,
 ) -> None:
-    """Per dataset version: finalized → retrain queued → gated → canary → promoted or rolled back."""
+    """Per dataset version: labeled → finalized → retrain launched → started → gated → canary →
+    promoted or rolled back (seconds after the finalize), with the verdict and accuracy."""
     import json
     from dataclasses import asdict
 
@@ -221,7 +225,7 @@ def timeline(
             + (f" named {dataset!r}" if dataset else "")
         )
         return
-    Console().print(timeline_table(rows, f"The loop, per version of {project}"))
+    Console().print(timeline_table(rows, f"The loop, per version of {project}", wide=wide))
 
 
 NO_SERVER = (

@@ -435,10 +435,17 @@ def run_demo(
                 workdir, env, later, labeled, eval_id, replay_frame, console, sdk_log
             )
             result.versions += new_reports
-            console.print(timeline_table(result.timeline, f"The loop, per version of {PROJECT}/{DATASET}"))
             console.print(
-                "[dim]Times after each version was finalized; a version without the Production tag is "
-                "not launched. canary: the new model serving a share of the traffic; decided: promoted "
+                timeline_table(
+                    result.timeline,
+                    f"The loop, per version of {PROJECT}/{DATASET}",
+                    wide=console.width >= 132,
+                )
+            )
+            console.print(
+                "[dim]Seconds after each version was finalized. launched: the scheduler created and "
+                "enqueued the retrain (a version without the Production tag is not launched); started: an "
+                "agent began it; canary: the new model serving a share of the traffic; decided: promoted "
                 "to champion or rolled back.[/dim]"
             )
             console.print(

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from services.labeling.versions import LABELED_AT
 from services.scheduler.api import ClearmlApi
 from services.scheduler.reconcile import idempotency_key, parse_time
 from training.registry import CHAMPION, ROLLED_BACK, ModelRegistry
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -32,6 +35,9 @@ class VersionTimeline:
     run_id: str | None = None
     run_status: str | None = None
     launched: datetime | None = None
+    """When the scheduler created the retraining run (it enqueues it in the same pass)."""
+    started: datetime | None = None
+    """When an agent started the retraining run."""
     model_id: str | None = None
     verdict: str | None = None
     """``published`` or ``rejected`` (the gate's), None while no model was gated."""
@@ -115,7 +121,10 @@ def read_timeline(
         return []
     keys = {idempotency_key(i): i for i in rows}
     runs = api.call(
-        "tasks.get_all", tags=list(keys), search_hidden=True, only_fields=["id", "status", "created", "tags"]
+        "tasks.get_all",
+        tags=list(keys),
+        search_hidden=True,
+        only_fields=["id", "status", "created", "started", "tags"],
     )["tasks"]
     for run in sorted(runs, key=lambda r: str(r.get("created")), reverse=True):
         for tag in run.get("tags") or []:
@@ -123,6 +132,7 @@ def read_timeline(
                 row = rows[keys[tag]]
                 row.run_id, row.run_status = run["id"], str(run.get("status"))
                 row.launched = parse_time(run.get("created"))
+                row.started = parse_time(run.get("started"))
     models = api.call(
         "models.get_all",
         tags=[f"dataset:{i}" for i in rows],
@@ -142,7 +152,7 @@ def read_timeline(
         target.accuracy = _float(_meta(model, "eval_accuracy"))
         target.champion_accuracy = _float(_meta(model, "champion_eval_accuracy"))
         target.decided = parse_time(_meta(model, "gate_decided_at"))
-    return sorted(rows.values(), key=lambda r: (r.finalized or datetime.min.astimezone(), r.dataset_id))
+    return sorted(rows.values(), key=lambda r: (r.finalized or EARLIEST, r.dataset_id))
 
 
 def add_registry_times(rows: list[VersionTimeline], registry: ModelRegistry, limit: int = 200) -> None:
@@ -161,58 +171,86 @@ def add_registry_times(rows: list[VersionTimeline], registry: ModelRegistry, lim
 
 
 def _after(row: VersionTimeline, moment: datetime | None) -> str:
+    """Seconds after the finalize: one decimal under 100 s, whole seconds above."""
     seconds = row.seconds_after_finalize(moment)
-    return "-" if seconds is None else f"{seconds:+.1f} s"
+    if seconds is None:
+        return "-"
+    return f"{seconds:+.1f}" if abs(seconds) < 100 else f"{seconds:+.0f}"
 
 
-def timeline_table(rows: list[VersionTimeline], title: str = "The loop, per dataset version") -> Table:
-    """Labeled → finalized → retrain queued → gated → canary live → promoted or rolled back (seconds
-    relative to the finalize; labeled and the run's status only when there are no canary columns), the
-    retrain's status, the model and the gate's verdict (a published model shows its registry state
-    and version: champion, candidate, canary, former-champion, rolled-back), with the challenger's and
-    champion's accuracy."""
-    table = Table(title=title, title_justify="left")
-    show_canary = any(r.canary_live for r in rows)
-    show_labeled = any(r.labeled for r in rows) and not show_canary  # keep the table within 132 columns
+VERDICT_COLOURS = {"champion": "green", "rolled-back": "yellow", "rejected": "red", "published": "green"}
+
+
+def _verdict(r: VersionTimeline) -> str:
+    if r.verdict is None:
+        return "[dim]pending[/dim]" if r.run_id else "[dim]not launched[/dim]"
+    if r.verdict == "published" and r.state:  # what the registry made of it since
+        text = f"{r.state}{f' v{r.version}' if r.version else ''}"
+    else:
+        text = r.verdict
+    colour = VERDICT_COLOURS.get(r.state or r.verdict, "cyan")
+    return f"[{colour}]{text}[/{colour}]"
+
+
+TIME_COLUMNS = ("labeled", "launched", "started", "gated", "canary", "decided")
+"""Seconds relative to the finalize: labeled (the round's newest labels written), launched (the
+scheduler created and enqueued the retraining run), started (an agent began it), gated (the gate's
+verdict), canary (the model began serving a share of the traffic), decided (promoted or rolled
+back)."""
+
+
+def timeline_table(
+    rows: list[VersionTimeline], title: str = "The loop, per dataset version", wide: bool = False
+) -> Table:
+    """Per dataset version: the finalize (clock time) and each later stage in seconds after it (see
+    :data:`TIME_COLUMNS`; a stage no version reached is left out), then the model's verdict or
+    registry state and its accuracy on the evaluation set. Fits 80 columns; ``wide`` adds the tags,
+    the finalize's clock time, the run's status, the model id and the champion's accuracy at the
+    time of the gate."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="times: seconds after the version was finalized",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 0),
+    )
+    moments = {
+        "labeled": lambda r: r.labeled,
+        "launched": lambda r: r.launched,
+        "started": lambda r: r.started,
+        "gated": lambda r: r.decided,
+        "canary": lambda r: r.canary_live,
+        "decided": lambda r: r.canary_decided,
+    }
+    shown = [c for c in TIME_COLUMNS if any(moments[c](r) for r in rows)]
     show_dataset = len({r.dataset_name for r in rows}) > 1
-    columns = ["version", *(["dataset"] if show_dataset else []), "tags"]
-    columns += ["labeled"] if show_labeled else []
-    columns += ["finalized", "queued", "gated"]
-    columns += ["canary", "decided"] if show_canary else []
-    columns += [*([] if show_canary else ["run"]), "model", "verdict", "accuracy (champion)"]
-    for column in columns:
-        table.add_column(
-            column,
-            no_wrap=column not in ("tags", "accuracy (champion)"),
-            min_width=14 if column == "tags" else None,
-        )
+    table.add_column("version", no_wrap=True)
+    if show_dataset:
+        table.add_column("dataset", no_wrap=True)
+    if wide:
+        table.add_column("tags", min_width=10)
+        table.add_column("finalized", no_wrap=True)
+    for column in shown:
+        table.add_column(column, justify="right", no_wrap=True)
+    if wide:
+        table.add_column("run", no_wrap=True)
+        table.add_column("model", no_wrap=True)
+    table.add_column("verdict", no_wrap=wide, min_width=15)
+    table.add_column("accuracy" + (" (champion)" if wide else ""), justify="right", no_wrap=not wide)
     for r in rows:
-        verdict = {
-            "published": "[green]published[/green]",
-            "rejected": "[red]rejected[/red]",
-            None: "[dim]pending[/dim]" if r.run_id else "[dim]not launched[/dim]",
-        }.get(r.verdict, r.verdict or "")
-        if r.verdict == "published" and r.state:  # what the registry made of it since
-            colour = "yellow" if r.state == "rolled-back" else "green"
-            verdict = f"[{colour}]{r.state}{f' v{r.version}' if r.version else ''}[/{colour}]"
         accuracy = "-" if r.accuracy is None else f"{r.accuracy:.2%}"
-        if r.champion_accuracy is not None:
+        if wide and r.champion_accuracy is not None:
             accuracy += f" ({r.champion_accuracy:.2%})"
-        cells = [r.dataset_id[:8], *([r.dataset_name] if show_dataset else []), ", ".join(sorted(r.tags))]
-        if show_labeled:
-            cells.append(_after(r, r.labeled) if r.labeled else "-")
-        cells += [
-            r.finalized.strftime("%H:%M:%S") if r.finalized else "-",
-            _after(r, r.launched),
-            _after(r, r.decided),
-            *(
-                [_after(r, r.canary_live), _after(r, r.canary_decided)]
-                if show_canary
-                else [r.run_status or "-"]
-            ),
-            (r.model_id or "-")[:8],
-            verdict,
-            accuracy,
-        ]
+        cells = [r.dataset_id[:8], *([r.dataset_name] if show_dataset else [])]
+        if wide:
+            cells.append(", ".join(sorted(r.tags)))
+            cells.append(r.finalized.strftime("%H:%M:%S") if r.finalized else "-")
+        cells += [_after(r, moments[c](r)) for c in shown]
+        if wide:
+            cells += [r.run_status or "-", (r.model_id or "-")[:8]]
+        cells += [_verdict(r), accuracy]
         table.add_row(*cells)
     return table
