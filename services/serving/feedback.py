@@ -4,7 +4,8 @@ Every answer of ``POST /serve/occupancy`` carries a ``prediction_id``: a token t
 server predicted and who predicted it, signed with HMAC-SHA256, so no server keeps any state::
 
     base64url(JSON {"e": endpoint, "a": arm, "v": model version, "m": model id,
-                    "n": readings, "p": base64url(packed occupied bits), "t": issued-at unix s})
+                    "n": readings, "p": base64url(packed occupied bits), "t": issued-at unix s,
+                    "r": 48 random bits, so that every answer's id is its own})
     + "." + base64url(HMAC-SHA256(secret, the part before the dot))
 
 When the true labels are known (hours later, say), the client posts them with the id; any worker of
@@ -39,6 +40,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from random import Random
 from typing import Any
 
 import numpy as np
@@ -218,6 +220,9 @@ class Issuer:
         head += " " * (-len(head.encode()) % 3)
         self.prefix = _b64(head.encode())
         self.mac = hmac.new(signer.secret, self.prefix.encode("ascii"), hashlib.sha256)
+        # its own generator, seeded from the OS: ClearML seeds the global one with a constant in every
+        # worker (Task.init), which would give two workers the same sequence
+        self._random = Random(os.urandom(16))
 
     def issue(self, occupied: Sequence[bool] | np.ndarray, issued_at: float | None = None) -> str:
         n = len(occupied)
@@ -226,7 +231,7 @@ class Issuer:
         else:
             bits = _b64(np.packbits(np.asarray(occupied, dtype=bool)).tobytes())
         t = int(self.clock() if issued_at is None else issued_at)
-        tail = _b64(f'"n":{n},"p":"{bits}","t":{t}}}'.encode())
+        tail = _b64(f'"n":{n},"p":"{bits}","t":{t},"r":{self._random.getrandbits(48)}}}'.encode())
         mac = self.mac.copy()
         mac.update(tail.encode("ascii"))
         return f"{self.prefix}{tail}.{_b64(mac.digest())}"

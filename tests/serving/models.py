@@ -3,7 +3,9 @@
 A real :class:`training.bundle.ModelBundle` folder (``model.npz`` + ``metadata.json`` with the
 default feature schema) whose portable model is one sigmoid unit on ``log1p(Light)``:
 ``p = sigmoid(4 * (log1p(Light) - log1p(300)) + bias_shift)``, occupied above ~300 lux.
-``bias_shift`` moves every probability (a skewed challenger for canary tests).
+``bias_shift`` moves every probability (a skewed challenger for canary tests); ``threshold`` (the
+bundle's decision threshold, 0.5 by default) changes the decisions and not the probabilities (a
+challenger whose distribution looks right and whose answers are wrong).
 
 :func:`register_bundle` uploads such a folder as a ClearML model package and publishes it, as the
 training task does (``OutputModel.update_weights_package`` + metadata ``dataset_id``); it runs in a
@@ -41,14 +43,16 @@ def expected_probability(light: float, bias_shift: float = 0.0) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def write_bundle(folder: Path, *, bias_shift: float = 0.0, dataset_id: str | None = None) -> Path:
+def write_bundle(
+    folder: Path, *, bias_shift: float = 0.0, dataset_id: str | None = None, threshold: float = 0.5
+) -> Path:
     """A valid model folder (what ``ModelBundle.load`` and serving read)."""
     folder.mkdir(parents=True, exist_ok=True)
     tiny_model(bias_shift).save(folder / "model.npz")
     metadata: dict[str, Any] = {
         "model_name": "occupancy-mlp",
         "feature_schema": schema_to_dict(DEFAULT_SCHEMA),
-        "threshold": 0.5,
+        "threshold": threshold,
         "bias_shift": bias_shift,
     }
     if dataset_id is not None:
@@ -89,14 +93,17 @@ def register_bundles(
     publish: bool = True,
     tags: list[str] | None = None,
     broken: bool = False,
+    thresholds: list[float] | None = None,
 ) -> list[str]:
     """Register one bundle per bias shift (one child process); their model ids in order.
-    ``broken``: packages without ``model.npz`` (serving cannot load them)."""
+    ``broken``: packages without ``model.npz`` (serving cannot load them); ``thresholds``: the
+    bundles' decision thresholds (default 0.5 each)."""
     home = Path(env["HOME"])
     models = []
     for i, shift in enumerate(bias_shifts):
         folder = home / f"bundle-{name}-{len(list(home.glob('bundle-*')))}-{i}"
-        write_bundle(folder, bias_shift=shift, dataset_id=dataset_id)
+        threshold = thresholds[i] if thresholds else 0.5
+        write_bundle(folder, bias_shift=shift, dataset_id=dataset_id, threshold=threshold)
         if broken:
             (folder / "model.npz").unlink()
         models.append(

@@ -1,5 +1,7 @@
-"""Two uvicorn workers: /metrics, scraped from either worker, counts every request exactly once;
-the faults file makes the canary arm fail (counted as injected_fault, kind server) or slow."""
+"""Two uvicorn workers: /metrics, scraped from either worker, counts every request exactly once, and
+every labeled reading posted to /feedback/ once, whichever worker issued its prediction id and
+whichever verified it; the faults file makes the canary arm fail (counted as injected_fault, kind
+server) or slow."""
 
 from __future__ import annotations
 
@@ -103,6 +105,56 @@ def test_two_workers_count_every_request_once(deployment: Deployment) -> None:
     # both workers served and wrote their own files
     pids = _worker_pids(srv.home)
     assert len(pids) >= 2, f"{sent} requests all reached one worker: {pids}"
+
+
+def _predict(url: str, i: int) -> tuple[str, str, list[bool]]:
+    resp = requests.post(f"{url}/serve/occupancy", json=READING, timeout=30, headers={"Connection": "close"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    return body["arm"], body["prediction_id"], [p["occupied"] for p in body["predictions"]]
+
+
+def _label(url: str, token: str, labels: list[bool | None]) -> requests.Response:
+    body = {"prediction_id": token, "occupied": labels}
+    return requests.post(f"{url}/feedback/occupancy", json=body, timeout=30, headers={"Connection": "close"})
+
+
+def test_two_workers_count_every_labeled_reading_once(deployment: Deployment) -> None:
+    """The reading is lit and occupied: the champion predicts it right, the canary (bias -3) wrong.
+    The launcher gave both workers one secret, so each verifies the other's prediction ids."""
+    srv = deployment.server
+    before = scrape(srv.url)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        predictions = list(pool.map(lambda i: _predict(srv.url, i), range(200)))
+        # the first 20 posted with null labels: accepted, nothing counted
+        answers = list(
+            pool.map(
+                lambda ip: _label(srv.url, ip[1][1], [None] if ip[0] < 20 else [True]),
+                enumerate(predictions),
+            )
+        )
+    refused = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200]
+    assert not refused, (
+        f"{len(refused)} of {len(answers)} refused (a worker with another secret?): {refused[:3]}"
+    )
+    assert len({token for _, token, _ in predictions}) == 200, "every answer has an id of its own"
+    arms = Counter(arm for arm, _, _ in predictions[20:])
+    assert {"champion", "canary"} <= set(arms), arms
+    assert all(occupied == [arm == "champion"] for arm, _, occupied in predictions), "the models' answers"
+    assert len(_worker_pids(srv.home)) >= 2, "both workers wrote metrics"
+    name = "occupancy_serving_feedback_total"
+    for _ in range(6):  # whichever worker answers the scrape
+        after = scrape(srv.url)
+
+        def delta(metric: str, **labels: str) -> float:
+            return _metric(after, metric, **labels) - _metric(before, metric, **labels)  # noqa: B023
+
+        assert delta(name, arm="champion", correct="true") == arms["champion"]
+        assert delta(name, arm="canary", correct="false") == arms["canary"]
+        assert delta(name, arm="champion", correct="false") == delta(name, arm="canary", correct="true") == 0
+        assert delta("occupancy_serving_feedback_requests_total") == 180, "posts with at least one label"
+        assert delta("occupancy_serving_feedback_delay_seconds_count") == 180
+        assert delta("occupancy_serving_feedback_errors_total") == 0
 
 
 def test_injected_faults_hit_the_canary_only(deployment: Deployment, faults_file: Path) -> None:
