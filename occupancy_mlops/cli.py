@@ -90,8 +90,13 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="offline: folder to write the model files to")] = None,
     seed: Annotated[int | None, typer.Option(help="override RANDOM_STATE")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="offline: show TensorFlow's own log lines on the terminal")
+    ] = False,
 ) -> None:
-    """Train the occupancy model: tracked on ClearML (--dataset-id) or offline (--data ... --out DIR)."""
+    """Train the occupancy model: tracked on ClearML (--dataset-id) or offline (--data ... --out DIR).
+
+    Offline, TensorFlow's native log lines go to OUT/tensorflow.log (``--verbose``: to the terminal)."""
     import json
 
     overrides: dict[str, object] = {} if seed is None else {"RANDOM_STATE": seed}
@@ -109,13 +114,16 @@ def train(
         raise typer.BadParameter("offline training needs --data PATH (one or more) and --out DIR")
     from training.config import TrainingConfig
     from training.data import DataNotFoundError, DataValidationError, load_labeled
-    from training.train import train_model
+    from training.train import native_stderr_to, train_model
 
     try:
         frame = load_labeled(list(data))
     except (DataNotFoundError, DataValidationError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--data") from exc
-    trained = train_model(frame, TrainingConfig.from_mapping(overrides))
+        typer.echo(f"error: --data: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    with native_stderr_to(None if verbose else out / "tensorflow.log"):
+        trained = train_model(frame, TrainingConfig.from_mapping(overrides))
     trained.save(out)
     summary = {
         "model_dir": str(out),
@@ -142,11 +150,13 @@ def evaluate(
     try:
         bundle = ModelBundle.load(model)
     except (FileNotFoundError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+        typer.echo(f"error: --model: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         frame = load_labeled(list(data))
     except (DataNotFoundError, DataValidationError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+        typer.echo(f"error: --data: {exc}", err=True)
+        raise typer.Exit(2) from None
     metrics = compute_metrics(frame[LABEL_COLUMN].to_numpy(), bundle.predict_proba(frame))
     typer.echo(json.dumps(metrics.as_dict()))
 

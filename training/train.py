@@ -6,8 +6,11 @@ is chosen on readings later than any it learned from, as it will be used.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,28 @@ class TrainedModel:
         self.portable.save(folder / PORTABLE_FILE)
         write_metadata(folder, self.metadata())
         return folder
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: Path | None) -> Iterator[None]:
+    """Send the process's native stderr (file descriptor 2: TensorFlow's C++ log lines, which no
+    Python setting silences) to ``path`` while the block runs; ``None`` leaves it alone. Python's own
+    errors are raised after the block, on the restored stderr."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with path.open("ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def time_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:

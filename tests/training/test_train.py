@@ -34,6 +34,9 @@ def model_dir(tmp_path_factory, occupancy_dir) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["validation"]["accuracy"] > 0.97
+    # quiet by default: one JSON line, TensorFlow's native log lines in the model folder
+    assert proc.stdout.strip().count("\n") == 0 and proc.stderr.strip() == "", proc.stderr[-2000:]
+    assert (out / "tensorflow.log").is_file()
     return out
 
 
@@ -65,6 +68,10 @@ def test_train_refuses_bad_data_naming_the_problem(tmp_path):
     proc = _cli("train", "--data", str(bad), "--out", str(tmp_path / "m"))
     assert proc.returncode != 0
     assert "labels.csv, line 2, column Occupancy" in proc.stderr
+    assert (
+        proc.stderr.startswith("error: --data: 1 problem(s) in labeled data:")
+        and "Traceback" not in proc.stderr
+    )
     assert not (tmp_path / "m").exists(), "nothing is written when the data is refused"
 
 
