@@ -37,12 +37,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from occupancy_mlops.client_env import client_env
 from occupancy_mlops.local_stack import scheduler_process
 from occupancy_mlops.timeline import read_timeline
 from services.local_server import local_server
 from services.scheduler.api import ClearmlApi
 from services.scheduler.reconcile import idempotency_key, parse_time
-from tests.conftest import client_env
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
 
 TARGET_P50_S = 5.0
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         server = local_server(work / "server")
         with server:
-            env = client_env(server, work / "client")
+            env = client_env(server.env, work / "client")
             os.environ.update(env)
             console.print(
                 f"[bold]1. finalize() → retrain queued[/bold], {args.versions} versions, default poll 3 s"

@@ -17,8 +17,8 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from occupancy_mlops.client_env import client_env
 from services.local_server import LocalServer, local_server
-from tests.conftest import client_env
 
 N_TASKS = 10_000
 N_QUERIES = 300
@@ -92,7 +92,7 @@ print(f"{t1 - t0:.2f} {t2 - t1:.2f}")
 
 
 def bench_dataset_flow(srv_dir: Path, srv: LocalServer) -> tuple[float, float]:
-    env = client_env(srv, srv_dir / "client")
+    env = client_env(srv.env, srv_dir / "client")
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(FLOW)],
         env=env,

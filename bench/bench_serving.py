@@ -331,14 +331,14 @@ def ours_server(
     """A local ClearML server, the model registered and deployed as the champion, then our inference
     server: ``python -m services.serving run`` (one worker); when ``profile`` names a stats file, the
     launcher's own uvicorn command and environment on :data:`PROFILED_APP` instead."""
+    from occupancy_mlops.client_env import client_env
     from services.local_server import local_server
     from services.serving.launcher import APP, RunOptions, server_env, uvicorn_command
-    from tests.conftest import client_env
 
     project = "BenchServing"
     server = local_server(work / "clearml-server")
     with server:
-        env = client_env(server, work / "client")
+        env = client_env(server.env, work / "client")
         env.pop("CLEARML_DEFAULT_OUTPUT_URI", None)  # models and code go to the file server
         home = Path(env["HOME"])
         cli = str(Path(sys.executable).with_name("occupancy-mlops"))

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from occupancy_mlops.agent import local_agent
+from occupancy_mlops.client_env import client_env
 from occupancy_mlops.live_loop import LiveLoop, live_loop, model_of_version, wait_settled
 from occupancy_mlops.replay import Replay, ReplayStats, reading_payload
 from occupancy_mlops.report import VersionRow, serving_series, write_report
@@ -110,19 +111,6 @@ class DemoResult:
     timeline: list[VersionTimeline] = field(default_factory=list)  # stage 3, every version
     report: Path | None = None  # stage 3: report.md with its figures
     replay: ReplayStats | None = None  # stage 3: what the replay client sent and got back
-
-
-def _clearml_env(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
-    config = workdir / "clearml.conf"
-    # report from a thread: with the SDK's forked reporter, Task.close() waits ~10 s (or hangs)
-    config.write_text("sdk { development { report_use_subprocess: false } }\n")
-    return {
-        **server_env,
-        "CLEARML_DEFAULT_OUTPUT_URI": f"file://{(workdir / 'storage').resolve()}",
-        "CLEARML_CACHE_DIR": str((workdir / "cache").resolve()),
-        "CLEARML_CONFIG_FILE": str(config.resolve()),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
 
 
 def _train_first_champion(
@@ -395,7 +383,9 @@ def run_demo(
 
     server = local_server(workdir / "server")
     with server:
-        env = _clearml_env(workdir, server.env)
+        env = client_env(server.env, workdir, set_home=False)
+        for key in [k for k in os.environ if k.startswith(("CLEARML_", "TRAINS_"))]:
+            del os.environ[key]  # the demo's server, whatever the user's shell points at
         os.environ.update(env)
         console.print(f"Local ClearML server at {server.settings.base_url} (state in {workdir / 'server'})")
 

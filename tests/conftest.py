@@ -7,7 +7,6 @@ flows in one interpreter would leak into each other.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import requests
 from clearml.backend_api import Session
 from clearml.backend_api.session.client import APIClient
 
+from occupancy_mlops.client_env import client_env as shared_client_env
 from services.local_server import LocalServer, local_server
 from training.data import locate_occupancy_data
 
@@ -36,24 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 def client_env(srv: LocalServer, home: Path) -> dict[str, str]:
     """An environment for a ClearML client process with its own home, cache and storage."""
-    storage = home / "storage"
-    storage.mkdir(parents=True, exist_ok=True)
-    config = home / "clearml.conf"
-    # Reporting from a thread instead of a forked subprocess: Task.close() otherwise waits ~10 s for
-    # the subprocess's liveness check (an SDK behaviour, the same against a real server).
-    config.write_text("sdk { development { report_use_subprocess: false } }\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(srv.env)
-    env.update(
-        HOME=str(home),
-        CLEARML_CACHE_DIR=str(home / "cache"),
-        CLEARML_CONFIG_FILE=str(config),
-        CLEARML_DEFAULT_OUTPUT_URI=f"file://{storage}",
-        PYTHONPATH=str(REPO),
-        PYTHONUNBUFFERED="1",
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
-    return env
+    return {**shared_client_env(srv.env, home), "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture
