@@ -16,17 +16,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-RANDOM_STATE = 42
-LAYER_SIZE = 255
-DROPOUT = 0.3
-PATIENCE = 5
-LEARNING_RATE = 1e-3
-BATCH_SIZE = 64
-MAX_EPOCHS = 60
-MIN_EPOCHS = 10
-"""Early stopping watches the validation loss only from this epoch on. Without it, a noisy validation
-loss in the first epochs can stop training at epoch 3 (measured: six daily files of the training week,
-seed 42, validation accuracy 97.25 % instead of 99.5 %)."""
+from training.config import DEFAULTS
+
+# the training defaults live in training/config.py (DEFAULTS); these names read them, never repeat them
+RANDOM_STATE: int = DEFAULTS["RANDOM_STATE"]
+LAYER_SIZE: int = DEFAULTS["LAYER_SIZE"]
+DROPOUT: float = DEFAULTS["DROPOUT"]
+PATIENCE: int = DEFAULTS["PATIENCE"]
+LEARNING_RATE: float = DEFAULTS["LEARNING_RATE"]
+BATCH_SIZE: int = DEFAULTS["BATCH_SIZE"]
+MAX_EPOCHS: int = DEFAULTS["MAX_EPOCHS"]
+MIN_EPOCHS: int = DEFAULTS["MIN_EPOCHS"]
 BN_MOMENTUM = 0.9
 """Keras' default 0.99 leaves the moving statistics far from the data after the few hundred steps
 this model trains for, and early stopping then picks a bad epoch for some seeds."""
