@@ -23,12 +23,18 @@ ENTRY_POINT = "-m training.pipeline"
 
 def preprocess_step(dataset_id: str, eval_dataset_id: str) -> tuple[Any, Any]:
     """Fetch and validate the dataset version and the evaluation set (a bad file fails the run here)."""
+    from training.data import DataValidationError
     from training.task import dataset_frame
 
     if not dataset_id:
         raise ValueError("the pipeline parameter dataset_id is empty")
-    frame = dataset_frame(dataset_id)
-    eval_frame = dataset_frame(eval_dataset_id) if eval_dataset_id else None
+    try:
+        frame = dataset_frame(dataset_id)
+        eval_frame = dataset_frame(eval_dataset_id) if eval_dataset_id else None
+    except DataValidationError as exc:  # one readable failure reason, not a traceback to decode
+        raise SystemExit(
+            f"error: a dataset version breaks the data contract (docs/training.md): {exc}"
+        ) from None
     print(f"dataset {dataset_id}: {len(frame):,} valid rows")
     return frame, eval_frame
 
