@@ -1,8 +1,8 @@
 """The canary controller's integration stack, every piece real: the local ClearML server, the model
 registry in it, the clearml-serving inference app (``python -m services.serving run``), a Debian
 Prometheus scraping it every second, a replay client sending the real readings of datatest.txt at a
-bounded rate, and the controller itself as its own process (``canary_process``), which a test may
-SIGKILL and start again.
+bounded rate and their labels a second later (``POST /feedback/occupancy``), and the controller
+itself as its own process (``canary_process``), which a test may SIGKILL and start again.
 
 One stack per test module (module-scoped): each flow starts from "a champion serves, no canary" and
 leaves the same behind, so a flow never depends on another one's outcome.
@@ -50,6 +50,13 @@ the whole file instead compresses hours into each second, and arms compared over
 evening turns to night would differ by the clock, not the model."""
 SKEW = 3.0
 """Bias shift of the skewed challenger: every probability pushed towards 1."""
+WRONG_THRESHOLD = 0.999
+"""Decision threshold of the challenger that is wrong on the labels: the champion's probabilities
+(about 0.8 on SEGMENT), so its distribution matches, but every reading "not occupied"."""
+FEEDBACK_DELAY = 1.0
+"""Seconds after an answer the replay client posts its label (``POST /feedback/occupancy``)."""
+MIN_LABELS = 20
+"""Labeled readings per arm and window for the accuracy check (~8 a second reach a 10 % canary)."""
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Stack:
             "poll_interval_seconds": POLL_SECONDS,
             "analysis_interval_seconds": ANALYSIS_SECONDS,
             "min_requests": MIN_REQUESTS,
+            "min_labels": MIN_LABELS,
             "serving_settle_seconds": 3.0,  # the inference server polls its configuration every 3 s
             # everything shares two cores here, and clearml-serving loads an endpoint's model on its
             # first request: a cold canary's first requests take tens of milliseconds
@@ -168,7 +176,9 @@ ROLES = {
     "promote": 0.0,
     "restart": 0.0,
     "blind": 0.0,
+    "wrong": 0.0,
 }
+THRESHOLDS = {"wrong": WRONG_THRESHOLD}
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +190,14 @@ def stack(
     faults = home / "faults.json"
     project = f"Canary-{uuid.uuid4().hex[:6]}"
     service_id = setup_service(env, project, "occupancy-serving")
-    ids = register_bundles(env, project, "occupancy-mlp", list(ROLES.values()), dataset_id="ds-canary")
+    ids = register_bundles(
+        env,
+        project,
+        "occupancy-mlp",
+        list(ROLES.values()),
+        dataset_id="ds-canary",
+        thresholds=[THRESHOLDS.get(role, 0.5) for role in ROLES],
+    )
     models = dict(zip(ROLES, ids, strict=True))
     registry = registry_for(env, project)
     registry.submit(models["champion"], "first model")
@@ -193,7 +210,9 @@ def stack(
             prometheus_process(home / "prometheus", {"serving": [srv.url.removeprefix("http://")]}, 1.0)
         )
         frame = load_occupancy_file(occupancy_dir / "datatest.txt").sort_values("date").iloc[SEGMENT]
-        replay = Replay(f"{srv.url}/serve/occupancy", frame, rate=REPLAY_RATE, history=10)
+        replay = Replay(
+            f"{srv.url}/serve/occupancy", frame, rate=REPLAY_RATE, history=10, feedback_delay=FEEDBACK_DELAY
+        )
         st = Stack(env, home, project, service_id, registry, srv, prom, replay, faults, models)
         st.log = home / "canary.log"
         cleanup.callback(st.stop_controller)

@@ -1,12 +1,14 @@
 """The canary controller end to end, every piece real (see conftest.py): a good challenger promoted
 through every step under replayed traffic; one with injected errors and one with a skewed prediction
-distribution rolled back within two analysis intervals; a manual pause, resume and rollback during a
-step, and a manual promotion; no decision without Prometheus; the controller SIGKILLed in every state
-and resuming where it was, a second one racing it."""
+distribution rolled back within two analysis intervals; one whose distribution matches but whose
+answers are wrong, rolled back on the replay client's delayed labels; a manual pause, resume and
+rollback during a step, and a manual promotion; no decision without Prometheus; the controller
+SIGKILLed in every state and resuming where it was, a second one racing it."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,8 +19,9 @@ import pytest
 import requests
 
 from occupancy_mlops.local_stack import canary_process
+from occupancy_mlops.report import serving_series
 from services.local_server.runner import free_port
-from tests.canary.conftest import ANALYSIS_SECONDS, POLL_SECONDS, Stack
+from tests.canary.conftest import ANALYSIS_SECONDS, MIN_LABELS, POLL_SECONDS, Stack
 from tests.serving.server import cli
 from training.registry import RegistryState
 
@@ -179,6 +182,47 @@ def test_bad_challenger_rolled_back_within_two_analysis_intervals(
     assert took <= 3 * ANALYSIS_SECONDS + 4.0, took
     champion_only_after(stack, rolled_back, champion_version)
     print(f"{role}: rolled back {took:.1f} s after the canary went live: {reason}")
+
+
+def test_a_canary_wrong_on_the_delayed_labels_is_rolled_back_naming_accuracy(stack: Stack) -> None:
+    """Same probabilities as the champion (PSI and KS see nothing), every reading answered "not
+    occupied": the replay client's labels, posted a second after each answer, give it away."""
+    model = stack.models["wrong"]
+    champion = stack.state().champion
+    assert champion is not None
+    champion_version = str(stack.state().versions[champion])
+    submitted = time.time()
+    version = str(stack.registry.submit(model, "gate: passed offline").versions[model])
+    state = stack.wait_state("rollback", lambda s: s.states.get(model) in ("rolled-back", "champion"), 60)
+    assert state.states[model] == "rolled-back", f"promoted: {state.reasons.get(model)}\n{stack.log_tail()}"
+    reason = state.reasons[model]
+    assert re.search(
+        r"failed 2 analyses at step [12]/4 \(\d+%\): accuracy=0\.[2-4]\d* \(threshold ", reason
+    ), reason
+    figures = re.search(
+        r"canary accuracy ([\d.]+)% \(\d+ labels\) vs champion ([\d.]+)% \(\d+ labels\)", reason
+    )
+    assert figures, reason
+    # SEGMENT: 20 of 30 readings occupied; the champion says occupied to all, the canary to none
+    assert float(figures[1]) < 45 < 55 < float(figures[2]), reason
+    assert "psi=" not in reason and "ks=" not in reason, "the distribution looked right"
+    assert champion == state.champion
+    rolled_back = when_state_began(stack, model, "rolled-back")
+    champion_only_after(stack, rolled_back, champion_version)
+
+    # serving counted the labels per arm and version; the replay's feedback was accepted
+    feedback = stack.prom_client.query(
+        f'sum by (correct) (occupancy_serving_feedback_total{{arm="canary",model_version="{version}"}})'
+    )
+    counted = {labels["correct"]: value for labels, value in feedback}
+    assert counted.get("false", 0) >= 2 * MIN_LABELS and counted.get("true", 0) > 0, counted
+    assert set(stack.replay.stats.feedback) == {200}, stack.replay.stats.feedback
+    metrics = stack.metrics()
+    assert 'occupancy_canary_checks_total{check="accuracy",result="failed"}' in metrics
+    # the report's figure: labeled accuracy per model version
+    labeled = serving_series(stack.prom.url, submitted, time.time())["labeled"]
+    assert max(labeled[f"v{version}"][1]) < 0.5 < min(labeled[f"v{champion_version}"][1]), labeled
+    print(f"wrong on labels: rolled back {rolled_back - submitted:.1f} s after submission: {reason}")
 
 
 def test_manual_pause_resume_and_rollback_during_a_step(stack: Stack) -> None:
