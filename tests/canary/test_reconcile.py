@@ -364,7 +364,9 @@ def test_a_canary_wrong_on_its_delayed_labels_is_rolled_back_naming_accuracy(wor
     clock.advance(INTERVAL)
     assert rec.poll().decisions == ["fail", "rollback"]
     reason = registry.state.reasons["wrong"]
-    assert reason.startswith("canary failed 2 analyses at step 1/4 (10%): accuracy=0.7778 (threshold "), reason
+    assert reason.startswith("canary failed 2 analyses at step 1/4 (10%): accuracy=0.7778 (threshold "), (
+        reason
+    )
     assert "canary accuracy 20.00% (100 labels) vs champion 97.78% (900 labels)" in reason
     assert serving.config == (ArmSpec("champ", "1"), None, 0.0)
     assert metric(rec, "occupancy_canary_checks_total", check="accuracy", result="failed") == 2
