@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from services.autoscaler.cli import autoscaler_app
 from services.canary.cli import canary_app
 from services.labeling.cli import label_app
 from services.scheduler.cli import scheduler_app
@@ -19,6 +20,7 @@ app.add_typer(label_app, name="label")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(serving_app, name="serving")
 app.add_typer(canary_app, name="canary")
+app.add_typer(autoscaler_app, name="autoscaler")
 
 
 @app.callback()
