@@ -4,7 +4,9 @@ Per entity a whitelist says which request keys filter and how (unknown keys are 
 real server does):
 
 - pattern fields (``name``...): a regular expression searched anywhere, case-sensitive (the real
-  server compiles it without flags);
+  server compiles it without flags). Patterns run on RE2 (``google-re2``): matching takes time linear
+  in the text whatever the pattern, so ``(\\w+)+!x`` against a name of 100,000 characters answers
+  at once; RE2 has no backreferences or lookaround, such patterns are a 400;
 - list fields (``tags``, ``system_tags``, ``id``, ``status``...): a value or list of values,
   matched as "any of"; ``-x`` (until the first operator) or ``__$not x`` excludes, ``__$all``/``__$and``
   switch to "all of", ``__$any``/``__$or`` back to "any of", ``__$nop`` resets; the first operator (or
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import re2
 from dateutil import parser as date_parser
 
 from . import errors
@@ -118,6 +121,8 @@ def format_date(value: datetime) -> str:
 
 
 def parse_date(text: str) -> str:
+    if len(text) > 64:
+        raise errors.fields_value("not a date", value=text[:64] + "...")
     try:
         return format_date(date_parser.isoparse(text))
     except (ValueError, OverflowError):
@@ -161,18 +166,48 @@ def _fields_matching(pattern: str, request: dict[str, Any]) -> list[str]:
     return [pattern] if pattern in request else []
 
 
-def compile_regex(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, flags)
-    except re.error as exc:
-        raise errors.invalid_regex(pattern, str(exc)) from exc
+MAX_PATTERN_LENGTH = 10_000
+
+
+class Regex:
+    """A compiled RE2 pattern (linear-time matching) searched in strings."""
+
+    def __init__(self, pattern: str, ignore_case: bool = False) -> None:
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            raise errors.invalid_regex(pattern[:100] + "...", f"longer than {MAX_PATTERN_LENGTH} characters")
+        options = re2.Options()
+        options.log_errors = False
+        options.case_sensitive = not ignore_case
+        try:
+            self._regex = re2.compile(pattern, options)
+        except re2.error as exc:
+            raise errors.invalid_regex(pattern[:200], _re2_message(exc)) from exc
+
+    def search(self, text: str) -> bool:
+        try:
+            return self._regex.search(text) is not None
+        except UnicodeEncodeError:  # a lone surrogate (refused on input; only in data of old versions)
+            return False
+
+
+def _re2_message(exc: Exception) -> str:
+    message = exc.args[0] if exc.args else exc
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return str(message)
+
+
+def compile_regex(pattern: str, ignore_case: bool = False) -> Regex:
+    return Regex(pattern, ignore_case)
 
 
 # ---------------------------------------------------------------------------- predicates
 
 
-def _pattern_predicate(path: str, pattern: str, flags: int = 0) -> Predicate:
-    regex = compile_regex(pattern, flags)
+def _pattern_predicate(path: str, pattern: str, ignore_case: bool = False) -> Predicate:
+    if not isinstance(pattern, str):
+        raise errors.fields_value("pattern must be a string", field=path)
+    regex = compile_regex(pattern, ignore_case)
 
     def match(doc: Doc) -> bool:
         return any(isinstance(v, str) and regex.search(v) for v in _as_list(get_path(doc, path)))
@@ -355,10 +390,12 @@ def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predica
             raise errors.fields_value(
                 "failed parsing query field", field=key, error="expected {fields, pattern | datetime}"
             )
+        if not isinstance(multi["fields"], list) or not all(isinstance(f, str) for f in multi["fields"]):
+            raise errors.fields_value("fields must be a list of strings", field=f"{key}.fields")
         if not multi["fields"]:
             continue
         if multi.get("pattern") is not None:
-            subs = [_pattern_predicate(f, multi["pattern"], re.IGNORECASE) for f in multi["fields"]]
+            subs = [_pattern_predicate(f, multi["pattern"], ignore_case=True) for f in multi["fields"]]
         else:
             date_fields = [f for f in multi["fields"] if f in options.datetime_fields]
             if not date_fields:
@@ -367,7 +404,9 @@ def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predica
         preds.append(_combined(subs, combine))
     text = request.get("search_text")
     if text:
-        needle = str(text).lower()
+        if not isinstance(text, str):
+            raise errors.validation("search_text must be a string", field="search_text")
+        needle = text.lower()
         text_fields = options.text_fields
         preds.append(
             lambda doc: any(
@@ -414,8 +453,12 @@ def _is_empty(value: Any) -> bool:
 def order(docs: list[Doc], order_by: Sequence[str] | str | None) -> list[Doc]:
     """Sort like the real server: ``id`` is added as the last key, and when the first key is ascending
     the documents where it is missing or empty come after all others."""
+    if order_by is not None and not isinstance(order_by, str | list | tuple):
+        raise errors.validation("order_by must be a list of field names", field="order_by")
     keys = [order_by] if isinstance(order_by, str) else list(order_by or [])
-    keys = [k for k in keys if isinstance(k, str) and k]
+    if not all(isinstance(k, str) for k in keys):
+        raise errors.validation("order_by must be a list of field names", field="order_by")
+    keys = [k for k in keys if k]
     if not keys:
         return docs
     if "id" not in keys and "-id" not in keys:
@@ -517,7 +560,13 @@ def paginate(docs: list[Doc], request: dict[str, Any]) -> Page:
 def project(doc: Doc, only_fields: Iterable[str] | None) -> Doc:
     """Mongo-style projection. Parents of a requested path that exist in the document are kept
     even when the leaf is absent (``runtime.version`` on ``runtime: {}`` gives ``runtime: {}``)."""
-    wanted = [f[:-2] if f.endswith(".*") else f for f in (only_fields or []) if isinstance(f, str) and f]
+    if isinstance(only_fields, str):
+        only_fields = [only_fields]
+    if only_fields is not None and (
+        not isinstance(only_fields, list | tuple) or not all(isinstance(f, str) for f in only_fields)
+    ):
+        raise errors.validation("only_fields must be a list of field names", field="only_fields")
+    wanted = [f[:-2] if f.endswith(".*") else f for f in (only_fields or []) if f]
     if not wanted:
         return doc
     excludes = [f[1:] for f in wanted if f.startswith("-")]

@@ -58,7 +58,10 @@ def string_list(body: Doc, name: str) -> list[str] | None:
     return list(value)
 
 
-def merge_tags(existing: list[str] | None, new: list[str] | None) -> list[str]:
+def merge_tags(existing: list[str] | None, new: list[str] | str | None) -> list[str]:
+    """``new`` (a tag or a list of tags) when given, else ``existing``, sorted without duplicates."""
+    if isinstance(new, str):
+        new = [new]
     return sorted(set(new if new is not None else existing or []))
 
 
@@ -68,5 +71,9 @@ def ids_of(body: Doc, *names: str) -> list[str]:
         value = body.get(name)
         if value is None:
             continue
-        return [value] if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise errors.fields_value("expected an id or a list of ids", field=name)
+        return list(value)
     raise errors.missing_field(names[0])

@@ -17,7 +17,7 @@ import requests
 import uvicorn
 
 from .app import create_app
-from .settings import ServerSettings
+from .settings import ServerSettings, UnsafeSettingsError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -31,7 +31,13 @@ def format_env(env: dict[str, str]) -> str:
 
 
 def serve(settings: ServerSettings, log_level: str = "warning") -> None:
-    """Serve until SIGTERM/SIGINT. Prints the client environment first."""
+    """Serve until SIGTERM/SIGINT. Prints the client environment first. Exits 2 with one line on
+    stderr when the settings are unsafe (listening beyond loopback with the built-in credentials)."""
+    try:
+        settings.check_exposure()
+    except UnsafeSettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     print("# ClearML local server: point clients at it with", flush=True)

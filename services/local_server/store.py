@@ -1,9 +1,10 @@
 """Document store: SQLite on disk, an in-memory copy for queries, all-or-nothing transactions.
 
-The server is one process; every API call runs to completion on the event loop before the next
-starts, inside one :class:`Transaction`. A call that raises leaves nothing behind: its pending
-writes are dropped, and SQLite commits a call's writes in a single transaction, so a server killed
-at any instant restarts with the state of the last completed call.
+The server is one process; API calls run one at a time (under one lock), each inside one
+:class:`Transaction`. A call that raises leaves nothing behind: its pending writes are dropped, and
+SQLite commits a call's writes in a single transaction, so a server killed at any instant restarts
+with the state of the last completed call. Before a commit every document is checked (``check``,
+see :mod:`.documents`): a value that cannot be stored is a 400 and nothing is written.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import copy
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,23 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task, type);
+CREATE TABLE IF NOT EXISTS quarantine (
+    kind   TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    body   TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at     TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
 """
+Checker = Callable[[str, "Doc"], None]
 
 
 class Store:
     """All entities of the server, keyed by kind and id."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: Checker | None = None) -> None:
         self.path = path
+        self.check = check
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -50,8 +60,79 @@ class Store:
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._docs: dict[str, dict[str, Doc]] = {kind: {} for kind in KINDS}
+        self.unreadable: list[tuple[str, str, str]] = []  # (kind, id, error): rows no JSON reader takes
         for kind, doc_id, body in self._db.execute("SELECT kind, id, body FROM docs"):
-            self._docs.setdefault(kind, {})[doc_id] = json.loads(body)
+            try:
+                self._docs.setdefault(kind, {})[doc_id] = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                self.unreadable.append((kind, doc_id, str(exc)[:200]))
+
+    def loaded_docs(self) -> Iterator[tuple[str, dict[str, Doc]]]:
+        """Every kind with its documents as loaded (for the repair at start)."""
+        yield from self._docs.items()
+
+    def suspicious_events(self) -> list[tuple[int, str]]:
+        """Events whose text may hold NaN, Infinity or an escaped lone surrogate (an older version
+        stored them): (seq, body) rows for the repair at start."""
+        likes = [
+            "%NaN%",
+            "%Infinity%",
+            *(f"%\\u{p}%" for p in ("d8", "d9", "da", "db", "dc", "dd", "de", "df")),
+        ]
+        where = " OR ".join("body LIKE ?" for _ in likes)
+        with self._lock:
+            return list(self._db.execute(f"SELECT seq, body FROM events WHERE {where}", likes))
+
+    def apply_event_repairs(self, repairs: dict[int, tuple[str | None, str]]) -> None:
+        """Store repaired event bodies (None: drop the event), originals kept in ``quarantine``."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, (body, reason) in repairs.items():
+                    db.execute(
+                        "INSERT INTO quarantine (kind, id, body, reason) "
+                        "SELECT 'event', CAST(seq AS TEXT), body, ? FROM events WHERE seq=?",
+                        (reason, seq),
+                    )
+                    if body is None:
+                        db.execute("DELETE FROM events WHERE seq=?", (seq,))
+                    else:
+                        db.execute("UPDATE events SET body=? WHERE seq=?", (body, seq))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def apply_repairs(self, repairs: dict[tuple[str, str], tuple[Doc | None, str]]) -> None:
+        """Keep each original row in ``quarantine`` with the reason and store the repaired document
+        (or none), in one SQLite transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for (kind, doc_id), (doc, reason) in repairs.items():
+                    db.execute(
+                        "INSERT INTO quarantine (kind, id, body, reason) "
+                        "SELECT kind, id, body, ? FROM docs WHERE kind=? AND id=?",
+                        (reason, kind, doc_id),
+                    )
+                    if doc is None:
+                        db.execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
+                    else:
+                        db.execute(
+                            "UPDATE docs SET body=? WHERE kind=? AND id=?",
+                            (json.dumps(doc, allow_nan=False), kind, doc_id),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            for (kind, doc_id), (doc, _) in repairs.items():
+                if doc is None:
+                    self._docs.setdefault(kind, {}).pop(doc_id, None)
+                else:
+                    self._docs.setdefault(kind, {})[doc_id] = doc
 
     def close(self) -> None:
         with self._lock:
@@ -96,6 +177,8 @@ class Transaction:
 
     def get(self, kind: str, doc_id: str) -> Doc | None:
         """The stored document, read-only: use :meth:`mutable` to change it."""
+        if not isinstance(doc_id, str):
+            return None
         key = (kind, doc_id)
         if key in self._pending:
             return self._pending[key]
@@ -123,7 +206,7 @@ class Transaction:
         self._pending[(kind, doc_id)] = None
 
     def add_event(self, task: str, etype: str, event: Doc) -> None:
-        self._events.append((task, etype, json.dumps(event)))
+        self._events.append((task, etype, json.dumps(event, allow_nan=False)))
 
     def events(self, task: str, types: Iterable[str] | None = None) -> list[Doc]:
         return self._store.events(task, types)
@@ -131,16 +214,21 @@ class Transaction:
     def _commit(self) -> None:
         if not self._pending and not self._events:
             return
+        check = self._store.check
+        rows: list[tuple[str, str, str | None]] = []
+        for (kind, doc_id), doc in self._pending.items():
+            if doc is not None and check is not None:
+                check(kind, doc)
+            rows.append((kind, doc_id, None if doc is None else json.dumps(doc, allow_nan=False)))
         db = self._store._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for (kind, doc_id), doc in self._pending.items():
-                if doc is None:
+            for kind, doc_id, body in rows:
+                if body is None:
                     db.execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
                 else:
                     db.execute(
-                        "INSERT OR REPLACE INTO docs (kind, id, body) VALUES (?, ?, ?)",
-                        (kind, doc_id, json.dumps(doc)),
+                        "INSERT OR REPLACE INTO docs (kind, id, body) VALUES (?, ?, ?)", (kind, doc_id, body)
                     )
             if self._events:
                 db.executemany("INSERT INTO events (task, type, body) VALUES (?, ?, ?)", self._events)

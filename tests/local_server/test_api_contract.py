@@ -74,7 +74,7 @@ def test_envelope_of_a_successful_call(api):
         ("models.get_by_id", {"model": "no-such-model"}, None, (400, 201, "no-such-model")),
         ("queues.get_by_id", {"queue": "no-such-queue"}, None, (400, 701, "no-such-queue")),
         ("projects.get_by_id", {"project": "nope"}, None, (400, 401, "nope")),
-        ("tasks.create", {"name": "x", "type": "cooking"}, None, (400, 16, "task type")),
+        ("tasks.create", {"name": "x", "type": "cooking"}, None, (400, 12, "type must be one of")),
         ("tasks.get_all", {"name": "(unclosed"}, None, (400, 21, "(unclosed")),
     ],
 )

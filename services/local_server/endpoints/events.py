@@ -78,7 +78,7 @@ def _task_events(ctx: Context, body: Doc, types: list[str]) -> list[Doc]:
 @endpoint("events.get_task_log")
 def get_task_log(ctx: Context, body: Doc) -> Doc:
     logs = _task_events(ctx, body, ["log"])
-    size = int(body.get("batch_size") or 500)
+    size = max(1, body.get("batch_size") or 500)
     chosen = logs[-size:] if body.get("navigate_earlier", True) else logs[:size]
     return {
         "events": list(reversed(chosen)) if body.get("navigate_earlier", True) else chosen,

@@ -37,12 +37,18 @@ def get_model(tx: Transaction, model_id: object) -> Doc:
     return doc
 
 
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
 def _metadata(items: object) -> dict[str, Doc]:
     if items is None:
         return {}
     if isinstance(items, dict):
         return {
-            k: ({"key": k, **v} if isinstance(v, dict) else {"key": k, "value": v, "type": "str"})
+            k: ({"key": k, **v} if isinstance(v, dict) else {"key": k, "value": _text(v), "type": "str"})
             for k, v in items.items()
         }
     if not isinstance(items, list):

@@ -10,6 +10,17 @@ from ..store import Doc, Transaction
 DEFAULT = "default"
 
 
+def _metadata(items: object) -> dict[str, Doc]:
+    """Queue metadata given as a list of ``{key, type, value}`` or an object keyed by key."""
+    if isinstance(items, dict):
+        items = [
+            {"key": k, **v} if isinstance(v, dict) else {"key": k, "value": str(v)} for k, v in items.items()
+        ]
+    if not isinstance(items, list):
+        return {}
+    return {m["key"]: m for m in items if isinstance(m, dict) and m.get("key")}
+
+
 def get_queue(tx: Transaction, ref: object, by_name: bool = False) -> Doc:
     if isinstance(ref, str):
         if not by_name:
@@ -72,7 +83,7 @@ def create(ctx: Context, body: Doc) -> Doc:
         "tags": merge_tags(None, string_list(body, "tags")),
         "system_tags": merge_tags(None, string_list(body, "system_tags")),
         "entries": [],
-        "metadata": {m["key"]: m for m in body.get("metadata") or [] if isinstance(m, dict) and m.get("key")},
+        "metadata": _metadata(body.get("metadata")),
     }
     ctx.tx.put("queue", doc)
     return {"id": doc["id"]}
@@ -107,6 +118,8 @@ def update(ctx: Context, body: Doc) -> Doc:
     fields: Doc = {}
     if "name" in body:
         fields["name"] = str(body["name"]).strip()
+    if "metadata" in body:
+        fields["metadata"] = _metadata(body["metadata"])
     for key in ("tags", "system_tags"):
         if key in body:
             fields[key] = merge_tags(None, string_list(body, key))
@@ -237,8 +250,7 @@ def add_or_update_metadata(ctx: Context, body: Doc) -> Doc:
     assert queue is not None
     if body.get("replace_metadata"):
         queue["metadata"] = {}
-    for item in body["metadata"]:
-        queue["metadata"][item["key"]] = item
+    queue["metadata"].update(_metadata(body["metadata"]))
     ctx.tx.put("queue", queue)
     return {"updated": 1}
 

@@ -569,7 +569,7 @@ def clone(ctx: Context, body: Doc) -> Doc:
         configuration=copy.deepcopy(src.get("configuration") or {}),
         container=copy.deepcopy(body.get("new_task_container") or src.get("container") or {}),
         output={"destination": (src.get("output") or {}).get("destination")},
-        tags=merge_tags(None, body.get("new_task_tags", src.get("tags"))),
+        tags=merge_tags(None, body.get("new_task_tags") if "new_task_tags" in body else src.get("tags")),
         system_tags=merge_tags(
             None, body.get("new_task_system_tags", [t for t in src.get("system_tags", []) if t != ARCHIVED])
         ),
