@@ -173,10 +173,6 @@ def check_document(kind: str, doc: Doc) -> None:
     for name, spec in SHAPES.get(kind, {}).items():
         if name in doc:
             spec.check(doc[name], name)
-    try:
-        json.dumps(doc, allow_nan=False)
-    except ValueError as exc:
-        raise errors.validation(f"the {kind} cannot be stored: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------- repair

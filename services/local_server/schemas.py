@@ -5,6 +5,9 @@ Where the real server is known to accept more than its schema says, so do we: ``
 a single value or a list (the real ``get_all`` endpoints have no request model and hand the values to
 the query engine), ``_or_.datetime`` takes a list (the SDK's trigger scheduler sends one), tags take a
 single string, hyperparameters and configuration take both the list and the nested-object form.
+Required fields are those the handlers cannot do without; a few the real schema also requires are
+not (``models.create``'s ``uri``, ``workers.status_report``'s ``timestamp``, the date ranges of the
+statistics endpoints, which answer empty here).
 """
 
 from __future__ import annotations

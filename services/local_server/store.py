@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import errors
+
 Doc = dict[str, Any]
 
 KINDS = ("project", "task", "model", "queue", "worker", "user")
@@ -206,7 +208,10 @@ class Transaction:
         self._pending[(kind, doc_id)] = None
 
     def add_event(self, task: str, etype: str, event: Doc) -> None:
-        self._events.append((task, etype, json.dumps(event, allow_nan=False)))
+        try:
+            self._events.append((task, etype, json.dumps(event, allow_nan=False)))
+        except ValueError as exc:  # NaN or Infinity: never written
+            raise errors.validation(f"the event cannot be stored: {exc}") from exc
 
     def events(self, task: str, types: Iterable[str] | None = None) -> list[Doc]:
         return self._store.events(task, types)
@@ -219,7 +224,10 @@ class Transaction:
         for (kind, doc_id), doc in self._pending.items():
             if doc is not None and check is not None:
                 check(kind, doc)
-            rows.append((kind, doc_id, None if doc is None else json.dumps(doc, allow_nan=False)))
+            try:
+                rows.append((kind, doc_id, None if doc is None else json.dumps(doc, allow_nan=False)))
+            except ValueError as exc:  # NaN or Infinity: never written
+                raise errors.validation(f"the {kind} cannot be stored: {exc}") from exc
         db = self._store._db
         db.execute("BEGIN IMMEDIATE")
         try:

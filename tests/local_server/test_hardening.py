@@ -18,10 +18,13 @@ import pytest
 import requests
 
 from services.local_server import LocalServer, ServerSettings, local_server
+from services.local_server.documents import check_document
+from services.local_server.errors import ApiError
 from services.local_server.registry import ENDPOINTS
 from services.local_server.runner import free_port
 from services.local_server.schemas import MAX_TOKEN_LIFETIME_S, REQUESTS
 from services.local_server.settings import UnsafeSettingsError
+from services.local_server.store import Store
 from tests.local_server.helpers import Api, basic_auth, peak_rss_mb, raw_exchange, write_poisoned_store
 
 
@@ -71,6 +74,21 @@ def test_unstorable_values_are_refused_naming_the_field_and_nothing_is_stored(ap
     assert code == 400 and "comment" in msg
     assert _names(api, name) == []
     assert api.call("tasks.get_all", {}).status_code == 200, "listing still works"
+
+
+def test_every_commit_refuses_what_cannot_be_stored(tmp_path: Path) -> None:
+    """The guard behind the request schemas: a handler that would store a NaN or a wrong-typed field
+    gets a 400 and nothing is written."""
+    store = Store(tmp_path / "db.sqlite3", check=check_document)
+    for bad in ({"comment": float("nan")}, {"comment": 5}, {"tags": "x"}, {"execution": {"queue": []}}):
+        with pytest.raises(ApiError) as info, store.transaction() as tx:
+            tx.put("task", {"id": "t", "name": "n", "type": "training", "status": "created", **bad})
+        assert info.value.code == 400
+        assert store.all("task") == []
+    with store.transaction() as tx:
+        tx.put("task", {"id": "t", "name": "n", "type": "training", "status": "created", "comment": ""})
+    store.close()
+    assert [d["id"] for d in Store(tmp_path / "db.sqlite3").all("task")] == ["t"]
 
 
 def test_a_failed_edit_changes_nothing(api: Api) -> None:
