@@ -84,7 +84,9 @@ def render_with(*sets: str, scenario: str = "minimal") -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-def try_render(values: dict[str, Any], tmp_path: Path, base: str = "minimal") -> subprocess.CompletedProcess[str]:
+def try_render(
+    values: dict[str, Any], tmp_path: Path, base: str = "minimal"
+) -> subprocess.CompletedProcess[str]:
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump(values))
     return helm(*template_args([values_file(base), override]), check=False)

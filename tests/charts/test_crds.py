@@ -13,7 +13,14 @@ import pytest
 
 from tests.charts import chart
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "Application", "GitRepository", "HelmRelease"}
+CRD_KINDS = {
+    "ServiceMonitor",
+    "PrometheusRule",
+    "ScaledObject",
+    "Application",
+    "GitRepository",
+    "HelmRelease",
+}
 
 
 def validate(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -40,7 +47,9 @@ def custom_resources() -> list[tuple[str, dict[str, Any]]]:
         for obj in chart.objects(scenario):
             if obj["kind"] in CRD_KINDS:
                 found.append((scenario, obj))
-    for path in sorted((chart.GITOPS / "argocd").glob("*.yaml")) + sorted((chart.GITOPS / "flux").glob("*.yaml")):
+    for path in sorted((chart.GITOPS / "argocd").glob("*.yaml")) + sorted(
+        (chart.GITOPS / "flux").glob("*.yaml")
+    ):
         for obj in chart.load_yaml_all(path):
             found.append((str(path.relative_to(chart.ROOT)), obj))
     return found
@@ -52,7 +61,9 @@ def test_every_custom_resource_is_valid() -> None:
     assert kinds == CRD_KINDS, f"scenarios render {sorted(kinds)}"
     results = validate([obj for _, obj in found])
     problems = [
-        f"{found[r['index']][0]}: {r['kind']}/{r['name']}: {'; '.join(r['errors'])}" for r in results if r["errors"]
+        f"{found[r['index']][0]}: {r['kind']}/{r['name']}: {'; '.join(r['errors'])}"
+        for r in results
+        if r["errors"]
     ]
     assert not problems, "\n".join(problems)
     assert len(results) == len(found)

@@ -37,8 +37,10 @@ def test_flux_release_points_at_the_chart_and_the_policy(env: str) -> None:
     spec = release["spec"]["chart"]["spec"]
     assert spec["sourceRef"] == {"kind": "GitRepository", "name": source["metadata"]["name"]}
     assert (chart.ROOT / spec["chart"]).resolve() == chart.CHART
-    assert [(chart.ROOT / f).resolve() for f in spec["valuesFiles"]] == [chart.values_file(f"gitops-{env}").resolve()]
-    # every commit is a release, so a policy change reaches the cluster although the chart version did not move
+    assert [(chart.ROOT / f).resolve() for f in spec["valuesFiles"]] == [
+        chart.values_file(f"gitops-{env}").resolve()
+    ]
+    # every commit is a release: a policy change reaches the cluster though the chart version stays
     assert spec["reconcileStrategy"] == "Revision"
     assert release["spec"]["targetNamespace"] == f"occupancy-{env}"
     assert release["spec"]["upgrade"]["remediation"]["strategy"] == "rollback"
@@ -66,7 +68,8 @@ def test_policy_lives_in_the_values() -> None:
         settings = {
             o["metadata"]["name"].rsplit("-", 1)[-1]: chart.yaml.safe_load(next(iter(o["data"].values())))
             for o in objs
-            if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith(("-scheduler", "-canary", "-autoscaler"))
+            if o["kind"] == "ConfigMap"
+            and o["metadata"]["name"].endswith(("-scheduler", "-canary", "-autoscaler"))
         }
         rendered[env] = settings
     dev, prod = rendered["dev"], rendered["prod"]
@@ -74,5 +77,10 @@ def test_policy_lives_in_the_values() -> None:
     assert dev["canary"]["max_error_ratio"] != prod["canary"]["max_error_ratio"]
     assert dev["canary"]["service_name"] != prod["canary"]["service_name"]
     assert dev["scheduler"]["tags"] != prod["scheduler"]["tags"]
-    assert {p["queue"] for p in prod["autoscaler"]["pools"]} == {prod["scheduler"]["queue"], prod["scheduler"]["steps_queue"]}
-    assert [p["max_replicas"] for p in dev["autoscaler"]["pools"]] != [p["max_replicas"] for p in prod["autoscaler"]["pools"]]
+    assert {p["queue"] for p in prod["autoscaler"]["pools"]} == {
+        prod["scheduler"]["queue"],
+        prod["scheduler"]["steps_queue"],
+    }
+    assert [p["max_replicas"] for p in dev["autoscaler"]["pools"]] != [
+        p["max_replicas"] for p in prod["autoscaler"]["pools"]
+    ]

@@ -36,7 +36,16 @@ def selected(objs: list[Obj], selector: dict[str, str]) -> list[Obj]:
 
 
 def quantity(text: str | int | float) -> Decimal:
-    units = {"m": Decimal("0.001"), "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "k": 1000, "M": 10**6, "G": 10**9}
+    units = {
+        "m": Decimal("0.001"),
+        "Ki": 1024,
+        "Mi": 1024**2,
+        "Gi": 1024**3,
+        "Ti": 1024**4,
+        "k": 1000,
+        "M": 10**6,
+        "G": 10**9,
+    }
     match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text))
     assert match, text
     return Decimal(match[1]) * Decimal(units.get(match[2], 1) if match[2] else 1)
@@ -88,7 +97,10 @@ def test_pods_are_hardened(rendered: tuple[str, list[Obj]]) -> None:
             assert ctx["capabilities"] == {"drop": ["ALL"]}, name
             assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}, name
             # a read-only root needs somewhere to write: /tmp is an emptyDir
-            assert any(m["mountPath"] == "/tmp" for m in container.get("volumeMounts", [])) or obj["kind"] == "Pod", name
+            assert (
+                any(m["mountPath"] == "/tmp" for m in container.get("volumeMounts", []))
+                or obj["kind"] == "Pod"
+            ), name
 
 
 def test_every_container_has_requests_and_limits(rendered: tuple[str, list[Obj]]) -> None:
@@ -179,9 +191,16 @@ def test_network_policies_open_only_declared_ports(rendered: tuple[str, list[Obj
     for policy in (o for o in objs if o["kind"] == "NetworkPolicy"):
         pods = selected(objs, policy["spec"]["podSelector"]["matchLabels"])
         assert pods, f"{chart.name_of(policy)} selects no pod"
-        declared = {p["containerPort"] for o in pods for c in chart.containers(chart.pod_spec(o) or {}) for p in c.get("ports", [])}
+        declared = {
+            p["containerPort"]
+            for o in pods
+            for c in chart.containers(chart.pod_spec(o) or {})
+            for p in c.get("ports", [])
+        }
         for rule in policy["spec"].get("ingress", []):
-            assert rule.get("ports"), f"{chart.name_of(policy)}: an ingress rule without ports opens every port"
+            assert rule.get("ports"), (
+                f"{chart.name_of(policy)}: an ingress rule without ports opens every port"
+            )
             assert {p["port"] for p in rule["ports"]} <= declared, chart.name_of(policy)
         for rule in policy["spec"]["egress"]:
             assert rule.get("ports"), f"{chart.name_of(policy)}: an egress rule without ports"
@@ -204,11 +223,15 @@ def test_references_resolve(rendered: tuple[str, list[Obj]]) -> None:
         where = f"{chart.name_of(user)} names {kind} {name!r}"
         if kind == "Secret" and name in external:
             return
-        assert name in by_kind.get(kind, {}), f"{scenario}: {where}, which is neither rendered nor documented as existing"
+        assert name in by_kind.get(kind, {}), (
+            f"{scenario}: {where}, which is neither rendered nor documented as existing"
+        )
         target = by_kind[kind][name]
         user_hook, user_weight = phase(user)
         target_hook, target_weight = phase(target)
-        assert user_hook == target_hook, f"{scenario}: {where} of another hook phase ({target_hook!r} vs {user_hook!r})"
+        assert user_hook == target_hook, (
+            f"{scenario}: {where} of another hook phase ({target_hook!r} vs {user_hook!r})"
+        )
         if user_hook:
             assert target_weight < user_weight, f"{scenario}: {where}, created after it"
 
@@ -241,7 +264,9 @@ def test_references_resolve(rendered: tuple[str, list[Obj]]) -> None:
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 service = by_kind["Service"][path["backend"]["service"]["name"]]
-                assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+                assert path["backend"]["service"]["port"]["name"] in {
+                    p["name"] for p in service["spec"]["ports"]
+                }
         for tls in ingress["spec"].get("tls", []):
             check(ingress, "Secret", tls["secretName"])
 
@@ -265,7 +290,11 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
             # resourceNames empty would mean every Deployment of the namespace
             assert rule["resourceNames"] and set(rule["resourceNames"]) == pools, rule
             assert set(rule["verbs"]) == ({"get"} if keda else {"get", "patch"}), rule
-    tokens = [o for o in workloads(objs) if (chart.pod_spec(o) or {}).get("automountServiceAccountToken") is not False]
+    tokens = [
+        o
+        for o in workloads(objs)
+        if (chart.pod_spec(o) or {}).get("automountServiceAccountToken") is not False
+    ]
     assert all(component(o) == "autoscaler" for o in tokens), [chart.name_of(o) for o in tokens]
     for account in (o for o in objs if o["kind"] == "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False, chart.name_of(account)
@@ -284,7 +313,9 @@ def test_no_credentials_in_rendered_objects(rendered: tuple[str, list[Obj]]) -> 
                     )
     for config in (o for o in objs if o["kind"] == "ConfigMap"):
         for key, text in config.get("data", {}).items():
-            assert not re.search(r"(access|secret)_?key\s*[:=]\s*\S", text, re.I), f"{chart.name_of(config)} {key}"
+            assert not re.search(r"(access|secret)_?key\s*[:=]\s*\S", text, re.I), (
+                f"{chart.name_of(config)} {key}"
+            )
 
 
 def test_values_hold_no_credentials() -> None:
@@ -315,13 +346,30 @@ def test_singletons_and_commands() -> None:
     for name in ("scheduler", "canary", "autoscaler"):
         deployment = by_component[name]
         container = chart.pod_spec(deployment)["containers"][0]
-        assert container["command"] == ["python", "-m", f"services.{name}", "run", "--config", f"/etc/occupancy-mlops/{name}.yaml"]
+        assert container["command"] == [
+            "python",
+            "-m",
+            f"services.{name}",
+            "run",
+            "--config",
+            f"/etc/occupancy-mlops/{name}.yaml",
+        ]
         assert deployment["spec"]["replicas"] == 1
     serving = chart.pod_spec(by_component["serving"])["containers"][0]
     assert serving["command"][:4] == ["python", "-m", "services.serving", "run"]
     port = serving["command"][serving["command"].index("--port") + 1]
     assert int(port) == serving["ports"][0]["containerPort"]
-    agents = {o["metadata"]["labels"]["occupancy-mlops/pool"]: o for o in objs if o["kind"] == "Deployment" and component(o) == "agent"}
+    agents = {
+        o["metadata"]["labels"]["occupancy-mlops/pool"]: o
+        for o in objs
+        if o["kind"] == "Deployment" and component(o) == "agent"
+    }
     assert set(agents) == {"services", "training"}
     for pool, deployment in agents.items():
-        assert chart.pod_spec(deployment)["containers"][0]["command"] == ["clearml-agent", "daemon", "--queue", pool, "--foreground"]
+        assert chart.pod_spec(deployment)["containers"][0]["command"] == [
+            "clearml-agent",
+            "daemon",
+            "--queue",
+            pool,
+            "--foreground",
+        ]

@@ -80,8 +80,12 @@ def test_no_latest_image_and_tags_default_to_app_version() -> None:
                 assert not container["image"].endswith((":latest", ":")), (scenario, container["image"])
                 assert ":" in container["image"].rsplit("/", 1)[-1] or "@sha256:" in container["image"]
     minimal = {
-        c["image"] for o in chart.objects("minimal") if chart.pod_spec(o) for c in chart.containers(chart.pod_spec(o))
+        c["image"]
+        for o in chart.objects("minimal")
+        if chart.pod_spec(o)
+        for c in chart.containers(chart.pod_spec(o))
     }
     assert minimal == {
-        f"ghcr.io/occupancy-mlops/occupancy-mlops-{name}:{app_version}" for name in ("training", "services", "serving")
+        f"ghcr.io/occupancy-mlops/occupancy-mlops-{name}:{app_version}"
+        for name in ("training", "services", "serving")
     }

@@ -39,7 +39,9 @@ def test_rendered_settings_load(scenario: str, tmp_path: Path) -> None:
     objs = chart.objects(scenario)
     maps = settings_maps(objs)
     ports = {
-        o["metadata"]["labels"]["app.kubernetes.io/component"]: chart.pod_spec(o)["containers"][0]["ports"][0]["containerPort"]
+        o["metadata"]["labels"]["app.kubernetes.io/component"]: chart.pod_spec(o)["containers"][0]["ports"][
+            0
+        ]["containerPort"]
         for o in objs
         if o["kind"] == "Deployment" and "ports" in chart.pod_spec(o)["containers"][0]
     }
@@ -63,7 +65,11 @@ def test_autoscaler_scales_exactly_the_pools() -> None:
     for scenario in ("minimal", "keda"):
         objs = chart.objects(scenario)
         settings = yaml.safe_load(settings_maps(objs)["autoscaler"]["autoscaler.yaml"])
-        pools = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Deployment" and "occupancy-mlops/pool" in o["metadata"]["labels"]}
+        pools = {
+            o["metadata"]["name"]: o
+            for o in objs
+            if o["kind"] == "Deployment" and "occupancy-mlops/pool" in o["metadata"]["labels"]
+        }
         assert {p["deployment"] for p in settings["pools"]} == set(pools)
         for pool in settings["pools"]:
             command = chart.pod_spec(pools[pool["deployment"]])["containers"][0]["command"]
@@ -75,7 +81,11 @@ def test_autoscaler_scales_exactly_the_pools() -> None:
 def run_check(folder: Path) -> subprocess.CompletedProcess[str]:
     script = folder / "check_settings.py"
     return subprocess.run(
-        [sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=120, cwd=chart.ROOT
+        [sys.executable, str(script), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=chart.ROOT,
     )
 
 
@@ -107,7 +117,12 @@ def test_policy_hook_accepts_the_release_and_refuses_a_bad_policy(tmp_path: Path
 def cli_help(*args: str) -> str:
     env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     result = subprocess.run(
-        [sys.executable, "-m", *args, "--help"], capture_output=True, text=True, timeout=120, cwd=chart.ROOT, env=env
+        [sys.executable, "-m", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=chart.ROOT,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -116,7 +131,9 @@ def cli_help(*args: str) -> str:
 def test_pod_commands_exist() -> None:
     """Every option the serving pod and the policy hook pass is one the CLI knows."""
     objs = chart.objects("minimal")
-    serving = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving"))
+    serving = next(
+        o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving")
+    )
     setup = chart.pod_spec(next(o for o in objs if o["kind"] == "Job"))["containers"][0]["command"]
     command = chart.pod_spec(serving)["containers"][0]["command"]
     assert command[:4] == ["python", "-m", "services.serving", "run"]
