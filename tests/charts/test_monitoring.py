@@ -1,0 +1,104 @@
+"""The PrometheusRule's alerts and the Grafana dashboard's queries are PromQL that Prometheus' own
+promtool accepts, over metrics the services really export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.charts import chart
+
+METRIC = re.compile(r"\b(occupancy_[a-z_]+)")
+
+
+def exported_metrics() -> set[str]:
+    """Metric names the services define (prometheus-client adds _total to counters, _bucket/_sum/_count
+    to histograms)."""
+    names = set()
+    for path in (chart.ROOT / "services").rglob("*.py"):
+        names |= set(re.findall(r"\"(occupancy_[a-z_]+)\"", path.read_text()))
+    return names
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: it comes with Debian's prometheus (`make system-tools`)")
+    return found
+
+
+def check_rules(groups: list[dict], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}))
+    return subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def dashboard() -> dict:
+    return json.loads((chart.CHART / "files" / "dashboards" / "occupancy-loop.json").read_text())
+
+
+def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    rule = next(o for o in chart.objects("full") if o["kind"] == "PrometheusRule")
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(alerts) == 7, alerts
+    result = check_rules(rule["spec"]["groups"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
+
+
+def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
+    result = check_rules([{"name": "x", "rules": [{"alert": "Broken", "expr": "sum(rate(x[5m])"}]}], tmp_path)
+    assert result.returncode != 0
+
+
+def test_dashboard_queries_pass_promtool(tmp_path: Path) -> None:
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
+    concrete = [e.replace("$__rate_interval", "5m").replace("$namespace", chart.NAMESPACE) for e in exprs]
+    groups = [
+        {
+            "name": "dashboard",
+            "rules": [{"record": f"dashboard:q{i}", "expr": e} for i, e in enumerate(concrete)],
+        }
+    ]
+    result = check_rules(groups, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_queries_name_exported_metrics() -> None:
+    rule = next(o for o in chart.objects("keda") if o["kind"] == "ScaledObject")
+    texts = [
+        json.dumps(dashboard()),
+        json.dumps(next(o for o in chart.objects("full") if o["kind"] == "PrometheusRule")),
+    ]
+    texts.append(rule["spec"]["triggers"][0]["metadata"]["query"])
+    exported = exported_metrics()
+    assert len(exported) > 30
+    for text in texts:
+        for name in set(METRIC.findall(text)):
+            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert base in exported or name in exported, f"{name} is not a metric any service exports"
+
+
+def test_dashboard_is_shipped_for_the_grafana_sidecar() -> None:
+    config = next(o for o in chart.objects("full") if o["metadata"]["name"].endswith("-dashboard"))
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config["data"]["occupancy-loop.json"]) == dashboard()
+    titles = " ".join(p["title"] for p in dashboard()["panels"]).lower()
+    for shown in (
+        "versions",
+        "retrains",
+        "verdicts",
+        "traffic share",
+        "latency",
+        "errors per arm",
+        "accuracy",
+    ):
+        assert shown in titles
