@@ -35,6 +35,9 @@ DEMO_CANARY: dict[str, Any] = {
     "poll_interval_seconds": 1.0,
     "analysis_interval_seconds": 4.0,
     "min_requests": 10,
+    # 4 s windows at 25 requests/s: an arm rarely gets 50 labels (the default) in one; the
+    # accuracy_alpha noise guard still keeps chance from rolling a canary back at 10
+    "min_labels": 10,
 }
 
 

@@ -99,6 +99,11 @@ def parse_timestamp(value: Any, path: str) -> datetime:
     return stamp
 
 
+def _has_offset(date: str) -> bool:
+    """True for a validated :data:`ISO_PATTERN` string ending in ``Z`` or ``±HH:MM``."""
+    return date.endswith("Z") or (len(date) >= 22 and date[-6] in "+-" and date[-3] == ":")
+
+
 def _reading(item: Any, prefix: str) -> tuple[datetime, list[float]]:
     where = prefix or "body"
     if not isinstance(item, dict):
@@ -173,6 +178,16 @@ def parse_readings(body: Any) -> Readings:
         dates = [body[TIME_COLUMN]]
         prefix = ""
     stamps = [stamp for stamp, _ in parsed]
+    if len(dates) > 1:  # the data contract: a room's timestamps all carry an offset, or none does
+        aware = [_has_offset(d) for d in dates]
+        if any(aware) and not all(aware):
+            i = aware.index(not aware[0])
+            has = "has a UTC offset" if aware[i] else "has no UTC offset"
+            raise RequestError(
+                f"{prefix}[{i}].{TIME_COLUMN}",
+                f"{has} but {prefix}[0].{TIME_COLUMN} does not agree: mixed timezones "
+                "(give every timestamp an offset, or none)",
+            )
     for i in range(1, len(stamps)):
         if stamps[i] <= stamps[i - 1]:
             what = "duplicates" if stamps[i] == stamps[i - 1] else "is earlier than"

@@ -93,6 +93,18 @@ def test_field_path_inside_a_series() -> None:
     )
 
 
+def test_mixed_timezones_in_a_series_are_refused_like_in_training() -> None:
+    rows = series(3)
+    rows[2]["date"] = rows[2]["date"].replace(" ", "T") + "+01:00"
+    assert error({"readings": rows}) == (
+        "readings[2].date: has a UTC offset but readings[0].date does not agree: mixed timezones "
+        "(give every timestamp an offset, or none)"
+    )
+    for row in rows:  # every one with an offset: converted to UTC, accepted
+        row["date"] = row["date"].split("+")[0].replace(" ", "T") + "Z"
+    assert len(parse_readings({"readings": rows})) == 3
+
+
 def test_every_corpus_body_that_is_json_is_refused_by_the_schema() -> None:
     """The corpus cases the schema decides (422 after a good JSON decode) fail in parse_request."""
     for case in corpus():
