@@ -8,7 +8,9 @@ from pathlib import Path
 
 DEFAULT_ACCESS_KEY = "LOCALACCESSKEY0000000"
 DEFAULT_SECRET_KEY = "local-secret-key-not-for-production-0000000000"
-MAX_BODY_BYTES = 64 * 1024 * 1024  # an API call (events.add_batch is the largest the SDK sends)
+# an API call: the SDK splits events.add_batch at 15 MiB (api.http.max_req_size), "smaller than that
+# configured in api server"
+MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024 * 1024  # one upload to the file server (dataset chunks are 512 MB)
 
 

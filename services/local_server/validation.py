@@ -22,9 +22,28 @@ from typing import Any
 from . import errors
 
 MAX_DEPTH = 64
+# Decoding JSON is one C call that holds the interpreter lock: a 16 MiB document of a million small
+# objects would stop every other client (``/healthz`` included) for seconds, and checking millions of
+# values takes many more. A document with more "{", "[" and "," than MAX_ITEMS is scanned first (in
+# steps that let other threads run; what is inside strings does not count) and refused when it
+# really has more than MAX_ITEMS objects, arrays and elements. (An events batch is checked line by
+# line: each line is one event.)
+MAX_ITEMS = 250_000
+_NEXT = re.compile(r'["{\[,]')
+_STRING_END = re.compile(r'["\\]')
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _MAX_INT_DIGITS = 20  # int64 has at most 19 digits (and a sign)
-_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    """True when ``text`` holds a lone surrogate (it cannot be UTF-8); fast for long strings."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class _Refused:
@@ -76,9 +95,32 @@ def decode_text(raw: bytes) -> str:
         raise errors.validation(f"request body is not UTF-8 (byte {exc.start})") from exc
 
 
+def too_many_items(text: str, limit: int = MAX_ITEMS) -> bool:
+    """True when ``text`` has more than ``limit`` JSON objects, arrays and commas (outside strings)."""
+    if text.count("{") + text.count("[") + text.count(",") <= limit:
+        return False
+    count, position = 0, 0
+    while match := _NEXT.search(text, position):
+        position = match.end()
+        if match.group() != '"':
+            count += 1
+            if count > limit:
+                return True
+            continue
+        while end := _STRING_END.search(text, position):  # skip the string, escapes included
+            position = end.end() + (1 if end.group() == "\\" else 0)
+            if end.group() == '"':
+                break
+        else:
+            return False  # unterminated: the decoder says so
+    return False
+
+
 def parse_json(text: str, where: str = "body") -> Any:
     """One JSON document, checked by :func:`check_clean`; ``where`` names it in errors (and prefixes
     field paths unless it is the whole body)."""
+    if too_many_items(text):
+        raise errors.validation(f"more than {MAX_ITEMS} JSON values", field=where)
     try:
         value = _decode(text)
     except json.JSONDecodeError as exc:
@@ -96,7 +138,7 @@ def check_clean(value: Any, root: str = "") -> None:
         if depth > MAX_DEPTH:
             raise errors.validation(f"JSON nested deeper than {MAX_DEPTH} levels", field=where)
         if isinstance(item, str):
-            if _SURROGATE.search(item):
+            if has_surrogate(item):
                 raise errors.validation("lone surrogate in a string (not UTF-8)", field=where)
         elif isinstance(item, _Refused):
             raise errors.validation(f"{item.why}: {item.text}", field=where)
@@ -105,7 +147,7 @@ def check_clean(value: Any, root: str = "") -> None:
                 raise errors.validation("NaN and Infinity are refused", field=where)
         elif isinstance(item, dict):
             for key, sub in item.items():
-                if _SURROGATE.search(key):
+                if has_surrogate(key):
                     raise errors.validation("lone surrogate in a key (not UTF-8)", field=where)
                 stack.append((sub, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(item, list):

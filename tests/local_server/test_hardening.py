@@ -166,6 +166,22 @@ def test_body_nested_990_levels_is_a_400(api: Api) -> None:
 # ---------------------------------------------------------------------------- size
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"runtime": {f"k{i}": {"a": "b"} for i in range(300_000)}},
+        {"tags": ["a"] * 300_000},
+        {"id": [1] * 300_000},
+    ],
+    ids=["objects", "strings", "integers"],
+)
+def test_a_body_of_too_many_values_is_refused_before_it_is_decoded(api: Api, body: dict) -> None:
+    code, msg = api.error("tasks.get_all", body)
+    assert code == 400 and "more than 250000 JSON values" in msg
+    many_in_strings = {"name": "^x$", "search_text": "{[," * 400_000}  # brackets inside strings do not count
+    assert api.call("tasks.get_all", many_in_strings).status_code == 200
+
+
 def test_a_300_mb_body_is_refused_before_it_is_sent(own_server: LocalServer) -> None:
     head = (
         "POST /v2.31/tasks.get_all HTTP/1.1\r\n"
