@@ -27,6 +27,7 @@ All of it follows ``apiserver/database/model/base.py`` (``GetMixin``) of clearml
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -170,7 +171,11 @@ MAX_PATTERN_LENGTH = 10_000
 
 
 class Regex:
-    """A compiled RE2 pattern (linear-time matching) searched in strings."""
+    """A compiled RE2 pattern (linear-time matching) searched in strings. RE2's Python binding costs
+    about 2 us a search, ten times Python's ``re``: results for short texts are remembered (polls ask
+    the same pattern of the same names again and again)."""
+
+    _REMEMBERED = 20_000  # results kept per pattern (texts up to 1 KiB)
 
     def __init__(self, pattern: str, ignore_case: bool = False) -> None:
         if len(pattern) > MAX_PATTERN_LENGTH:
@@ -182,12 +187,21 @@ class Regex:
             self._regex = re2.compile(pattern, options)
         except re2.error as exc:
             raise errors.invalid_regex(pattern[:200], _re2_message(exc)) from exc
+        self._seen: dict[str, bool] = {}
 
     def search(self, text: str) -> bool:
+        found = self._seen.get(text)
+        if found is not None:
+            return found
         try:
-            return self._regex.search(text) is not None
+            found = self._regex.search(text) is not None
         except UnicodeEncodeError:  # a lone surrogate (refused on input; only in data of old versions)
-            return False
+            found = False
+        if len(text) <= 1024:
+            if len(self._seen) >= self._REMEMBERED:
+                self._seen.clear()
+            self._seen[text] = found
+        return found
 
 
 def _re2_message(exc: Exception) -> str:
@@ -197,6 +211,7 @@ def _re2_message(exc: Exception) -> str:
     return str(message)
 
 
+@functools.lru_cache(maxsize=64)
 def compile_regex(pattern: str, ignore_case: bool = False) -> Regex:
     return Regex(pattern, ignore_case)
 
