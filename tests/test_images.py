@@ -410,8 +410,8 @@ def test_copies_every_module_its_component_imports(image: str) -> None:
     assert Path("services/serving/endpoint.py") in files or image != "serving"  # the closure is real
     missing = []
     for rel in sorted(files):
-        source = next((s for s in copied if rel.as_posix().startswith(s + "/")), None)
-        in_image = source is not None and not any(
+        copied_from = next((s for s in copied if rel.as_posix().startswith(s + "/")), None)
+        in_image = copied_from is not None and not any(
             f"/app/{rel.as_posix()}".startswith(r.rstrip("/") + "/") for r in removed
         )
         if not in_image or not dockerignore_sends(patterns, rel.as_posix()):
