@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-tools demo test lint bench-server bench-model bench-loop bench-serving clean local-server
+.PHONY: help install system-tools demo test lint bench-server bench-model bench-loop bench-serving bench-images clean local-server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench-model: $(STAMP) ## model quality: accuracy, F1, ROC-AUC and training time 
 
 bench-loop: $(STAMP) system-tools ## trigger latency: finalize → retrain queued (20 versions), → model gated (3 rounds)
 	$(BIN)/python -m bench.bench_loop
+
+bench-images: $(STAMP) ## each image's virtualenv size (base + its dependency group), and no TensorFlow in serving/services (~5 min)
+	$(BIN)/python docker/measure_sizes.py
 
 bench-serving: $(STAMP) system-tools ## req/s and p50/p99 at c=1, 8, 64: our endpoint vs bare FastAPI vs Keras-in-handler
 	$(BIN)/python -m bench.bench_serving
