@@ -70,10 +70,15 @@ def bind(host: str, port: int) -> tuple[socket.socket, str, int]:
     return sock, str(bound_host), int(bound_port)
 
 
-def run_http(app: Any, sock: socket.socket, log_level: str) -> None:
-    """Serve ``app`` on ``sock`` until SIGTERM/SIGINT (uvicorn, no access log, 5 s graceful stop)."""
+def http_server(app: Any, log_level: str) -> uvicorn.Server:
+    """uvicorn for ``app``: no access log, 5 s graceful stop; ``server.should_exit = True`` stops it."""
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    return uvicorn.Server(config)
+
+
+def run_http(app: Any, sock: socket.socket, log_level: str) -> None:
+    """Serve ``app`` on ``sock`` until SIGTERM/SIGINT."""
+    http_server(app, log_level).run(sockets=[sock])
 
 
 def record_pass(loop: PollLoop, errors: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 RETRIES = {
@@ -33,24 +34,34 @@ class ClearmlApi:
     """``call("tasks.get_all", **body)`` → the response's ``data``; errors raise :class:`ApiCallError`.
 
     Uses ``clearml.backend_api.Session`` (credentials and host from the environment or clearml.conf,
-    token refresh, retries), so it talks to any ClearML server the SDK can.
+    token refresh, retries), so it talks to any ClearML server the SDK can. Without a ``session`` the
+    SDK's is made on first use (it logs in, so a server that is away fails that call, not the
+    constructor); no configuration at all raises the SDK's ``MissingConfigError``.
     """
 
     def __init__(self, session: Any | None = None) -> None:
-        if session is None:
+        self._session = session
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
             from clearml.backend_api import Session
 
-            session = Session(http_retries_config=dict(RETRIES))
-        self.session = session
+            self._session = Session(http_retries_config=dict(RETRIES))
+        return self._session
 
     @property
     def host(self) -> str:
         return str(self.session.host)
 
     def call(self, endpoint: str, **body: Any) -> dict[str, Any]:
+        from clearml.backend_api.session.defs import MissingConfigError
+
         service, action = endpoint.split(".", 1)
         try:
             res = self.session.send_request(service, action, json=body)
+        except MissingConfigError:
+            raise  # no server configured at all: not a failed call, the caller says how to name one
         except Exception as exc:  # connection refused, timeouts: the SDK raises many kinds
             raise ApiCallError(endpoint, 0, 0, f"{type(exc).__name__}: {exc}") from exc
         try:
@@ -66,3 +77,17 @@ class ClearmlApi:
                 endpoint, code, int(meta.get("result_subcode") or 0), str(meta.get("result_msg"))
             )
         return dict(payload.get("data") or {})
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A ClearML timestamp (ISO text, or a datetime) as an aware datetime; None if absent or unreadable."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not value:
+        return None
+    text = str(value).replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

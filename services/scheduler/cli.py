@@ -70,22 +70,48 @@ def once(
     project: ProjectOption = None,
     queue: QueueOption = None,
     tag: TagOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="launch nothing, register nothing: print what one poll would do now",
+        ),
+    ] = False,
 ) -> None:
-    """Run one poll and print what it did as JSON (for a cron job, or to see what `run` would do)."""
-    from services.scheduler.api import ApiCallError
-    from services.scheduler.app import build_loop
+    """Run one poll, as `run` does every interval, and exit: it launches the retrains that are due
+    (registering the pipeline template if there is none) and prints what it did as JSON. With
+    --dry-run it changes nothing and prints what the poll would do."""
+    import time
+
+    from services.scheduler.api import ClearmlApi
+    from services.scheduler.app import NO_SERVER
+    from services.scheduler.reconcile import Reconciler, StageError
 
     settings = _settings(config, project=project, queue=queue, tags=tag or None)
     _logging("warning")
+    reconciler = Reconciler(ClearmlApi(), settings)
     try:
-        loop = build_loop(settings)
-        result = loop.reconciler.poll()
+        if dry_run:
+            plan = reconciler.plan()
+            typer.echo(json.dumps({"dry_run": True, **asdict(plan)}))
+            return
+        deadline = time.monotonic() + 2 * settings.register_timeout_seconds
+        result = reconciler.poll()
+        while result.pending and time.monotonic() < deadline:  # another replica registers the template
+            time.sleep(1)
+            result = reconciler.poll()
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    except ApiCallError as exc:
+    except StageError as exc:
         typer.echo(f"error: cannot read the ClearML server: {exc}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(json.dumps({"template_id": loop.reconciler.template_id, **asdict(result)}))
-    if result.errors:
+    except Exception as exc:
+        if type(exc).__name__ != "MissingConfigError":
+            raise
+        typer.echo(f"error: {NO_SERVER}", err=True)
+        raise typer.Exit(2) from exc
+    result_json = {k: v for k, v in asdict(result).items() if k != "attempts"}
+    typer.echo(json.dumps({"template_id": reconciler.template_id, **result_json}))
+    if result.errors or result.pending:
         raise typer.Exit(1)

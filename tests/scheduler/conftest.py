@@ -123,8 +123,9 @@ def schedulers(clearml_env) -> Iterator[Callable[..., SchedulerProcess]]:
     started: list[SchedulerProcess] = []
     log = Path(clearml_env["HOME"]) / "scheduler.log"
 
-    def start(settings: dict[str, Any]) -> SchedulerProcess:
-        proc = SchedulerProcess(clearml_env, settings, log)
+    def start(settings: dict[str, Any], log_name: str | None = None) -> SchedulerProcess:
+        """``log_name``: a log of its own (schedulers started at once cannot tell their lines apart)."""
+        proc = SchedulerProcess(clearml_env, settings, log.with_name(log_name) if log_name else log)
         started.append(proc)
         return proc
 
@@ -173,3 +174,22 @@ def launched_runs(env: dict[str, str], template_id: str) -> dict[str, list[dict[
             if tag.startswith("retrain-of:"):
                 runs.setdefault(tag.removeprefix("retrain-of:"), []).append(task)
     return runs
+
+
+def api_for(env: dict[str, str]) -> Any:
+    """The scheduler's own API client, pointed at the server of a client environment."""
+    from clearml.backend_api import Session
+
+    from services.scheduler.api import ClearmlApi
+
+    session = Session(
+        api_key=env["CLEARML_API_ACCESS_KEY"],
+        secret_key=env["CLEARML_API_SECRET_KEY"],
+        host=env["CLEARML_API_HOST"],
+    )
+    return ClearmlApi(session)
+
+
+def sample(metrics: Any, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample of a scheduler's metrics (0 if absent)."""
+    return float(metrics.registry.get_sample_value(name, labels) or 0.0)
