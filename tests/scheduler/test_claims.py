@@ -101,3 +101,25 @@ def test_a_run_that_already_ran_is_never_launched_again(clearml_env):
         versions[0]["id"]: 1,
         versions[1]["id"]: 1,
     }
+
+
+def test_a_run_already_queued_beats_an_earlier_draft(clearml_env):
+    """Replica A cloned first but stalled; replica B, not seeing A's draft yet, cloned and enqueued.
+    The queued run is the launch: A's earlier draft is deleted, never enqueued as a second launch."""
+    project, template, queue, [version] = _setup(clearml_env)
+    a = _reconciler(clearml_env, project, template, queue)
+    b = _reconciler(clearml_env, project, template, queue)
+    [v] = a.tagged_versions(a.dataset_projects())
+    earlier = a._claim(v)
+    later = b._claim(v)
+    assert b._enqueue(later)
+    now = datetime.now(UTC) + timedelta(seconds=60)  # A's draft is past the grace period
+    result = _reconciler(clearml_env, project, template, queue, clock=lambda: now).poll()
+    assert result.launched == [] and result.duplicates_removed == 1
+    [run] = launched_runs(clearml_env, template)[version["id"]]
+    assert (run["id"], run["status"]) == (later, "queued")
+    assert earlier != later
+    from tests.conftest import api_client
+
+    [entry] = api_client(clearml_env).queues.get_all(name=f"^{queue}$")[0].entries
+    assert entry.task == later, "one entry in the queue: the run that was queued first"
