@@ -103,8 +103,8 @@ def once(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    except StageError as exc:
-        typer.echo(f"error: cannot read the ClearML server: {exc}", err=True)
+    except StageError as exc:  # the server could not be read, or the template not registered
+        typer.echo(f"error: the poll failed at {exc}", err=True)
         raise typer.Exit(1) from exc
     except Exception as exc:
         if type(exc).__name__ != "MissingConfigError":
