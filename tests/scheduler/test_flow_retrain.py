@@ -55,7 +55,7 @@ def test_a_production_version_is_retrained_by_agents_and_published(clearml_env, 
             "poll_interval_seconds": 0.5,
         }
     )
-    scheduler.wait_listening(timeout=180)  # registers the pipeline template first
+    scheduler.wait_listening(timeout=180)  # its first poll registers the pipeline template
     home = Path(clearml_env["HOME"])
     with (
         local_agent(controllers, clearml_env, home, f"c-{suffix}") as controller_log,

@@ -12,6 +12,7 @@ the same mistakes through ``OCCUPANCY_SCHEDULER_*`` variables.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -243,4 +244,35 @@ def test_the_process_exits_2_without_a_traceback(tmp_path, text, named):
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.count("\n") == 1 and named in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_port_in_use_or_no_server_at_all_exits_2_with_one_line(tmp_path):
+    """Found when the process starts (binding) or by its first poll (logging in): the same contract."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OCCUPANCY_", "CLEARML_"))}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    run = [sys.executable, "-m", "services.scheduler", "run"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [*run, "--port", str(port)],
+            env={**env, "OCCUPANCY_SCHEDULER_HOST": "127.0.0.1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    expected = f"error: host, port: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert proc.stderr.splitlines()[-1] == expected
+    proc = subprocess.run(
+        [*run, "--port", "0"],
+        env={**env, "OCCUPANCY_SCHEDULER_HOST": "127.0.0.1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1].startswith("error: no ClearML server configured: start the local one")
     assert "Traceback" not in proc.stderr + proc.stdout
