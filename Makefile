@@ -74,7 +74,7 @@ chart-readme: $(STAMP) ## regenerate charts/occupancy-mlops/README.md from the v
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy occupancy_mlops services training
+	$(BIN)/mypy occupancy_mlops services training local_server
 
 bench-server: $(STAMP) ## local server: tasks.get_all over 10,000 tasks, dataset flow with 100 files
 	$(BIN)/python -m bench.bench_server

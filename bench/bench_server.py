@@ -17,8 +17,8 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from local_server import LocalServer, local_server
 from occupancy_mlops.client_env import client_env
-from services.local_server import LocalServer, local_server
 
 N_TASKS = 10_000
 N_QUERIES = 300

@@ -331,8 +331,8 @@ def ours_server(
     """A local ClearML server, the model registered and deployed as the champion, then our inference
     server: ``python -m services.serving run`` (one worker); when ``profile`` names a stats file, the
     launcher's own uvicorn command and environment on :data:`PROFILED_APP` instead."""
+    from local_server import local_server
     from occupancy_mlops.client_env import client_env
-    from services.local_server import local_server
     from services.serving.launcher import APP, RunOptions, server_env, uvicorn_command
 
     project = "BenchServing"

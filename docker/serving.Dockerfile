@@ -23,13 +23,12 @@ RUN python docker/requirements.py serving > requirements.txt \
         -c requirements/constraints.txt -r requirements.txt \
     && echo /app > /opt/venv/lib/python3.11/site-packages/occupancy-mlops-code.pth \
     && python docker/requirements.py --scripts /opt/venv/bin
-# the project's three packages (the local ClearML server, a development tool, stays out); compiled
-# once here, since the root filesystem is read-only at run time
+# the project's three packages (the local ClearML server, a development tool, is a package of its
+# own and stays out); compiled once here, since the root filesystem is read-only at run time
 COPY occupancy_mlops/ /app/occupancy_mlops/
 COPY services/ /app/services/
 COPY training/ /app/training/
-RUN rm -rf /app/services/local_server \
-    && find /app -name __pycache__ -prune -exec rm -rf {} + \
+RUN find /app -name __pycache__ -prune -exec rm -rf {} + \
     && python -m compileall -q --invalidation-mode unchecked-hash /app
 
 # --- runtime

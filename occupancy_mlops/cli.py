@@ -40,8 +40,8 @@ def local_server_cmd(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve the local ClearML API and file server until SIGTERM (not for production)."""
-    from services.local_server.runner import serve
-    from services.local_server.settings import ServerSettings
+    from local_server.runner import serve
+    from local_server.settings import ServerSettings
 
     settings = ServerSettings(data_dir=data.resolve(), host=host, port=port)
     if access_key:

@@ -36,6 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from local_server import local_server
 from occupancy_mlops.agent import local_agent
 from occupancy_mlops.client_env import client_env
 from occupancy_mlops.live_loop import LiveLoop, live_loop, model_of_version, wait_settled
@@ -44,7 +45,6 @@ from occupancy_mlops.report import VersionRow, serving_series, write_report
 from occupancy_mlops.timeline import VersionTimeline, add_registry_times, read_timeline, timeline_table
 from services.labeling.sync import VersionReport, sync_folder
 from services.labeling.versions import human_size
-from services.local_server import local_server
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
 from training.registry import ModelRegistry
 

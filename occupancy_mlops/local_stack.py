@@ -149,7 +149,7 @@ def serving_process(
     """
     import requests
 
-    from services.local_server.runner import free_port
+    from local_server.runner import free_port
 
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ import requests
 from clearml.backend_api import Session
 from clearml.backend_api.session.client import APIClient
 
+from local_server import LocalServer, local_server
 from occupancy_mlops.client_env import client_env as shared_client_env
-from services.local_server import LocalServer, local_server
 from training.data import locate_occupancy_data
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from local_server.runner import free_port
 from occupancy_mlops.replay import Replay, reading_payload
 from occupancy_mlops.report import VersionRow, write_report
-from services.local_server.runner import free_port
 from training.data import load_occupancy_file
 
 

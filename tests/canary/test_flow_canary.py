@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from local_server.runner import free_port
 from occupancy_mlops.local_stack import canary_process
 from occupancy_mlops.report import serving_series
-from services.local_server.runner import free_port
 from tests.canary.conftest import ANALYSIS_SECONDS, MIN_LABELS, POLL_SECONDS, Stack
 from tests.serving.server import cli
 from training.registry import RegistryState

@@ -13,8 +13,8 @@ from typing import Any
 
 import requests
 
-from services.local_server import LocalServer
-from services.local_server.store import Store
+from local_server import LocalServer
+from local_server.store import Store
 
 
 class Api:

@@ -6,7 +6,7 @@ import jwt
 import pytest
 import requests
 
-from services.local_server import LocalServer
+from local_server import LocalServer
 from tests.conftest import login_token
 
 

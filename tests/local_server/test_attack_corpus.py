@@ -31,9 +31,9 @@ import jwt
 import pytest
 import requests
 
-from services.local_server import LocalServer, local_server
-from services.local_server.schemas import REQUESTS
-from services.local_server.validation import (
+from local_server import LocalServer, local_server
+from local_server.schemas import REQUESTS
+from local_server.validation import (
     INT64_MAX,
     INT64_MIN,
     Enum,

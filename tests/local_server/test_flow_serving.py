@@ -26,8 +26,8 @@ import pytest
 import requests
 from clearml.utilities.pyhocon import ConfigFactory
 
-from services.local_server import LocalServer
-from services.local_server.runner import free_port
+from local_server import LocalServer
+from local_server.runner import free_port
 from tests.conftest import run_python
 
 PROJECT = "FlowServe"

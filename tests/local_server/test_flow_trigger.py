@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import requests
 
-from services.local_server import LocalServer
+from local_server import LocalServer
 from tests.conftest import login_token, run_python
 
 DEADLINE = 90.0  # seconds any single wait may take before the test fails

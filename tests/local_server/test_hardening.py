@@ -17,14 +17,14 @@ import jwt
 import pytest
 import requests
 
-from services.local_server import LocalServer, ServerSettings, local_server
-from services.local_server.documents import check_document
-from services.local_server.errors import ApiError
-from services.local_server.registry import ENDPOINTS
-from services.local_server.runner import free_port
-from services.local_server.schemas import MAX_TOKEN_LIFETIME_S, REQUESTS
-from services.local_server.settings import UnsafeSettingsError
-from services.local_server.store import Store
+from local_server import LocalServer, ServerSettings, local_server
+from local_server.documents import check_document
+from local_server.errors import ApiError
+from local_server.registry import ENDPOINTS
+from local_server.runner import free_port
+from local_server.schemas import MAX_TOKEN_LIFETIME_S, REQUESTS
+from local_server.settings import UnsafeSettingsError
+from local_server.store import Store
 from tests.local_server.helpers import Api, basic_auth, peak_rss_mb, raw_exchange, write_poisoned_store
 
 
@@ -350,7 +350,7 @@ def test_beyond_loopback_the_built_in_credentials_are_refused(tmp_path: Path) ->
     for extra in ([], ["--access-key", "mine"]):
         proc = subprocess.run(
             [
-                *(sys.executable, "-m", "services.local_server", "--host", "0.0.0.0"),
+                *(sys.executable, "-m", "local_server", "--host", "0.0.0.0"),
                 *("--port", str(free_port()), "--data", str(tmp_path / "data"), *extra),
             ],
             capture_output=True,

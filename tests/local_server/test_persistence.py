@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from services.local_server import local_server
+from local_server import local_server
 from tests.conftest import client_env
 
 MID_FLOW = """

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from services.local_server import query
-from services.local_server.errors import ApiError
-from services.local_server.query import MODEL_OPTIONS, QUEUE_OPTIONS, TASK_OPTIONS, QueryOptions, run_query
+from local_server import query
+from local_server.errors import ApiError
+from local_server.query import MODEL_OPTIONS, QUEUE_OPTIONS, TASK_OPTIONS, QueryOptions, run_query
 
 Doc = dict[str, Any]
 

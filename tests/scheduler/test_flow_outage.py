@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import uuid
 
-from services.local_server import local_server
+from local_server import local_server
 from tests.conftest import client_env
 from tests.scheduler.conftest import (
     SchedulerProcess,

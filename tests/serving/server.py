@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from services.local_server.runner import free_port
+from local_server.runner import free_port
 from tests.conftest import run_python
 
 POLL_MINUTES = 0.05

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from services.local_server import LocalServer
+from local_server import LocalServer
 from services.serving.feedback import SECRET_ENV
 from tests.serving.corpus import corpus, readings
 from tests.serving.feedback_corpus import SECRET, feedback_corpus

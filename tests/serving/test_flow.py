@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from services.local_server import LocalServer
+from local_server import LocalServer
 from tests.conftest import api_client
 from tests.serving.models import expected_probability, register_bundles
 from tests.serving.server import READING, Deployment, apply_arms, cli, deploy, setup_service

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.local_server import LocalServer
+from local_server import LocalServer
 from tests.serving.server import READING, Deployment, deploy
 from tests.serving.test_corpus import _metric
 

@@ -1,4 +1,4 @@
-"""``python -m services.local_server``: the options of ``occupancy-mlops local-server``, without
+"""``python -m local_server``: the options of ``occupancy-mlops local-server``, without
 importing the rest of the CLI (the server starts even while another part of the project is broken)."""
 
 from __future__ import annotations

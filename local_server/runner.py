@@ -69,7 +69,7 @@ class LocalServer:
         cmd = [
             sys.executable,
             "-m",
-            "services.local_server",
+            "local_server",
             "--host",
             self.settings.host,
             "--port",
