@@ -8,9 +8,6 @@ from typing import Annotated
 
 import typer
 
-from .runner import serve
-from .settings import ServerSettings
-
 
 def local_server_cmd(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -24,6 +21,9 @@ def local_server_cmd(
 ) -> None:
     """Serve the local ClearML API and file server until SIGTERM (not for production). Beyond
     loopback (--host other than 127.0.0.1/localhost) it needs your own --access-key and --secret-key."""
+    from .runner import serve  # here: the CLI registers this command without loading the server
+    from .settings import ServerSettings
+
     settings = ServerSettings(data_dir=data.resolve(), host=host, port=port)
     if access_key:
         settings = ServerSettings(

@@ -28,29 +28,15 @@ def _root() -> None:
     """A fully automatic retraining loop for an IoT room-occupancy model on ClearML."""
 
 
-@app.command("local-server")
-def local_server_cmd(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port of the API and the file server (/files)")] = 8008,
-    data: Annotated[Path, typer.Option(help="folder for the SQLite state and stored files")] = Path(
-        ".local-server"
-    ),
-    access_key: Annotated[str | None, typer.Option(help="API access key clients must use")] = None,
-    secret_key: Annotated[str | None, typer.Option(help="API secret key clients must use")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
-) -> None:
-    """Serve the local ClearML API and file server until SIGTERM (not for production)."""
-    from local_server.runner import serve
-    from local_server.settings import ServerSettings
+def _local_server_cmd() -> None:
+    try:
+        from local_server.command import local_server_cmd
+    except ImportError:  # the production images leave the development server out
+        return
+    app.command("local-server")(local_server_cmd)
 
-    settings = ServerSettings(data_dir=data.resolve(), host=host, port=port)
-    if access_key:
-        settings = ServerSettings(
-            settings.data_dir, host, port, access_key, secret_key or settings.secret_key
-        )
-    elif secret_key:
-        raise typer.BadParameter("--secret-key needs --access-key", param_hint="--secret-key")
-    serve(settings, log_level=log_level)
+
+_local_server_cmd()  # one definition of its options, in local_server/command.py
 
 
 @app.command()
