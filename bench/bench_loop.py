@@ -38,10 +38,10 @@ from rich.console import Console
 from rich.table import Table
 
 from local_server import local_server
+from occupancy_mlops.clearml_api import ClearmlApi
 from occupancy_mlops.client_env import client_env
 from occupancy_mlops.local_stack import scheduler_process
 from occupancy_mlops.timeline import read_timeline
-from services.scheduler.api import ClearmlApi
 from services.scheduler.reconcile import idempotency_key, parse_time
 from training.data import load_occupancy_file, locate_occupancy_data, split_by_day
 

@@ -203,8 +203,8 @@ def timeline(
 
     from rich.console import Console
 
+    from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi
     from occupancy_mlops.timeline import add_registry_times, read_timeline, timeline_table
-    from services.scheduler.api import ApiCallError, ClearmlApi
     from training.registry import ModelRegistry, RegistryError
 
     try:

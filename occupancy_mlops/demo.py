@@ -38,6 +38,7 @@ from rich.table import Table
 
 from local_server import local_server
 from occupancy_mlops.agent import local_agent
+from occupancy_mlops.clearml_api import ClearmlApi
 from occupancy_mlops.client_env import client_env
 from occupancy_mlops.live_loop import LiveLoop, live_loop, model_of_version, wait_settled
 from occupancy_mlops.replay import Replay, ReplayStats, reading_payload
@@ -117,9 +118,7 @@ def _train_first_champion(
     workdir: Path, env: dict[str, str], dataset_id: str, eval_id: str
 ) -> dict[str, Any]:
     """Stage 2: the retraining pipeline, its steps run by a clearml-agent, publishes the first model."""
-    from clearml.backend_api.session.client import APIClient
-
-    api = APIClient()
+    api = ClearmlApi()
     _ensure_queue(QUEUE)
     with local_agent(QUEUE, env, workdir, "demo-agent"):
         proc = subprocess.run(
@@ -148,14 +147,15 @@ def _train_first_champion(
     if proc.returncode != 0:
         raise RuntimeError(f"the retraining pipeline failed; see {workdir / 'pipeline.log'} and agent.log")
     # the verdict lives in the model registry, where the gate wrote it
-    for model in api.models.get_all(
-        only_fields=["id", "ready", "metadata", "created"], order_by=["-created"]
-    ):
-        meta = {k: v["value"] for k, v in (model.metadata or {}).items()}
+    models = api.call(
+        "models.get_all", only_fields=["id", "ready", "metadata", "created"], order_by=["-created"]
+    )["models"]
+    for model in models:
+        meta = {k: v["value"] for k, v in (model.get("metadata") or {}).items()}
         if meta.get("dataset_id") == dataset_id and "gate_verdict" in meta:
             return {
-                "model_id": model.id,
-                "published": bool(model.ready),
+                "model_id": model["id"],
+                "published": bool(model.get("ready")),
                 "reason": meta.get("gate_reason", ""),
                 "accuracy": float(meta.get("eval_accuracy", "nan")),
             }
@@ -163,11 +163,9 @@ def _train_first_champion(
 
 
 def _ensure_queue(name: str) -> None:
-    from clearml.backend_api.session.client import APIClient
-
-    api = APIClient()
-    if not api.queues.get_all(name=f"^{name}$"):
-        api.queues.create(name=name)
+    api = ClearmlApi()
+    if not api.call("queues.get_all", name=f"^{name}$", only_fields=["id"])["queues"]:
+        api.call("queues.create", name=name)
 
 
 def _live_rounds(
@@ -183,8 +181,6 @@ def _live_rounds(
     """Stage 3: the whole loop runs; each later day is a Production labeling round whose model is
     retrained, gated, deployed as a canary under replayed traffic and promoted or rolled back. The
     first round's canary gets an injected fault in serving."""
-    from services.scheduler.api import ClearmlApi
-
     for queue in (CONTROLLER_QUEUE, QUEUE):
         _ensure_queue(queue)
     settings = {

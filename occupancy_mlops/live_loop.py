@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from occupancy_mlops.agent import local_agent
+from occupancy_mlops.clearml_api import ClearmlApi
 from occupancy_mlops.local_stack import canary_process, scheduler_process, serving_process
 from occupancy_mlops.prometheus import RunningPrometheus, prometheus_process
 from occupancy_mlops.timeline import read_timeline
-from services.scheduler.api import ClearmlApi
 from training.registry import CHAMPION, FORMER, REJECTED, ROLLED_BACK, ModelRegistry
 
 FINAL_STATES = (CHAMPION, FORMER, ROLLED_BACK, REJECTED)

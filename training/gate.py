@@ -35,32 +35,27 @@ def find_champion(project: str, model_name: str, exclude: str | None = None) -> 
     Only for installations from before the registry: the registry adopts that model as its first
     champion. Everything else asks :meth:`ModelRegistry.read`, not the tags."""
     from clearml import Model
-    from clearml.backend_api import Session
-    from clearml.backend_api.session.client import APIClient
 
-    session: Session = APIClient().session
-    projects = session.send_request(
-        "projects",
-        "get_all",
-        json={"name": f"^{re.escape(project)}(/|$)", "search_hidden": True, "only_fields": ["id"]},
-    ).json()["data"]["projects"]
+    from occupancy_mlops.clearml_api import ClearmlApi
+
+    api = ClearmlApi()  # errors raise ApiCallError naming the call, never a KeyError on a bad answer
+    projects = api.call(
+        "projects.get_all", name=f"^{re.escape(project)}(/|$)", search_hidden=True, only_fields=["id"]
+    )["projects"]
     if not projects:
         return None
-    models = session.send_request(
-        "models",
-        "get_all",
-        json={
-            "project": [p["id"] for p in projects],
-            "name": f"^{re.escape(model_name)}$",
-            "tags": [CHAMPION_TAG],
-            "system_tags": ["-archived"],
-            "ready": True,
-            "order_by": ["-created"],
-            "page": 0,
-            "page_size": 5,
-            "only_fields": ["id"],
-        },
-    ).json()["data"]["models"]
+    models = api.call(
+        "models.get_all",
+        project=[p["id"] for p in projects],
+        name=f"^{re.escape(model_name)}$",
+        tags=[CHAMPION_TAG],
+        system_tags=["-archived"],
+        ready=True,
+        order_by=["-created"],
+        page=0,
+        page_size=5,
+        only_fields=["id"],
+    )["models"]
     for found in models:
         if found["id"] != exclude:
             return Model(model_id=found["id"])

@@ -176,6 +176,17 @@ def run(
     return str(pipe.id)
 
 
+def report_from_a_thread() -> None:
+    """The SDK's forked reporting subprocess sometimes hangs a process at exit after all its work
+    succeeded (and ``Task.close`` waits about 10 s for it): report from a thread, as
+    ``sdk.development.report_use_subprocess: false`` does, whatever the clearml.conf says."""
+    import clearml
+    from clearml.backend_interface.task.task import Task as BackendTask
+
+    BackendTask._report_subprocess_enabled = False  # type: ignore[assignment]
+    clearml.Task._report_subprocess_enabled = False  # type: ignore[assignment]
+
+
 def register(project: str, queue: str, eval_dataset_id: str = "") -> str:
     """Store the pipeline as a draft controller task (the template) whose steps run on ``queue``.
 
@@ -183,17 +194,18 @@ def register(project: str, queue: str, eval_dataset_id: str = "") -> str:
     ``python -m training.pipeline``, which drives the steps through agents on ``queue``.
     Call it in a process of its own (it creates the process's ClearML task); returns the template id.
     """
-    from clearml.backend_api.session.client import APIClient
+    from occupancy_mlops.clearml_api import ClearmlApi
 
     pipe = build(project, queue, "", eval_dataset_id)
     pipe.create_draft()
     template_id = str(pipe.id)
-    api = APIClient()
-    task = api.tasks.get_by_id(task=template_id)
-    api.tasks.edit(
+    api = ClearmlApi()
+    task = api.call("tasks.get_by_id", task=template_id)["task"]
+    api.call(
+        "tasks.edit",
         task=template_id,
         force=True,
-        tags=sorted({*(task.tags or []), TEMPLATE_TAG}),
+        tags=sorted({*(task.get("tags") or []), TEMPLATE_TAG}),
         script={
             "entry_point": ENTRY_POINT,
             "working_dir": ".",
@@ -244,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.register:
         if not args.queue:
             parser.error("--register needs --queue: where the steps of a launched pipeline run")
-        print(register(args.project, args.queue, args.eval_dataset_id))
+        report_from_a_thread()
+        print(register(args.project, args.queue, args.eval_dataset_id), flush=True)
         return
     if not args.dataset_id or not args.eval_dataset_id:
         parser.error("--dataset-id and --eval-dataset-id are required to run the pipeline")

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.scheduler.api import ApiCallError, ClearmlApi
+from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi
 
 log = logging.getLogger("occupancy.registry")
 

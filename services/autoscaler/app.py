@@ -52,7 +52,7 @@ def create_app(loop: AutoscalerLoop) -> Starlette:
 
 
 def build_reconciler(settings: AutoscalerSettings, kubeconfig: str | None = None) -> Reconciler:
-    from services.scheduler.api import ClearmlApi
+    from occupancy_mlops.clearml_api import ClearmlApi
 
     cluster = KubeCluster(settings.namespace, load_client(kubeconfig))
     return Reconciler(settings, ApiQueues(ClearmlApi()), cluster, AutoscalerMetrics())

@@ -18,8 +18,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from occupancy_mlops.clearml_api import ClearmlApi
 from services.poll_loop import PollLoop, bind, http_server, record_pass, service_app
-from services.scheduler.api import ClearmlApi
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.reconcile import Reconciler, StageError
 from services.scheduler.settings import ConfigError, SchedulerSettings

@@ -83,7 +83,7 @@ def once(
     --dry-run it changes nothing and prints what the poll would do."""
     import time
 
-    from services.scheduler.api import ClearmlApi
+    from occupancy_mlops.clearml_api import ClearmlApi
     from services.scheduler.app import NO_SERVER
     from services.scheduler.reconcile import Reconciler, StageError
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.scheduler.api import ApiCallError, ClearmlApi, parse_time
+from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi, parse_time
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.settings import ConfigError, SchedulerSettings
 from services.scheduler.template import TemplatePending, TemplateSource

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from services.scheduler.api import ApiCallError, ClearmlApi, parse_time
+from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi, parse_time
 from services.scheduler.settings import ConfigError, SchedulerSettings
 from services.settings_loader import one_line
 
@@ -36,17 +36,9 @@ TEMPLATE_ID = re.compile(r"[0-9a-f]{32}")
 REGISTER = """
 import sys
 
-import clearml
-from clearml.backend_interface.task.task import Task as BackendTask
+from training.pipeline import register, report_from_a_thread
 
-# The SDK's forked reporting subprocess sometimes hangs a process at exit after all its work
-# succeeded (and Task.close waits ~10 s for it): report from a thread, as
-# sdk.development.report_use_subprocess: false does, whatever the clearml.conf says.
-BackendTask._report_subprocess_enabled = False
-clearml.Task._report_subprocess_enabled = False
-
-from training.pipeline import register
-
+report_from_a_thread()  # the SDK's exit-hang workaround, whatever the clearml.conf says
 print(register(sys.argv[1], sys.argv[2], sys.argv[3]), flush=True)
 """
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import generate_latest
 
+from occupancy_mlops.clearml_api import ClearmlApi
 from services.autoscaler.metrics import AutoscalerMetrics
 from services.autoscaler.reconcile import BUSY_COST, IDLE_COST, ApiQueues, PoolState, Reconciler
 from services.autoscaler.settings import AutoscalerSettings
-from services.scheduler.api import ClearmlApi
 from tests.conftest import api_client
 
 

@@ -26,10 +26,10 @@ import requests
 from clearml.backend_api import Session
 
 from local_server import LocalServer
+from occupancy_mlops.clearml_api import ClearmlApi
 from occupancy_mlops.local_stack import RunningCanary, canary_process
 from occupancy_mlops.prometheus import PromClient, RunningPrometheus, prometheus_process
 from occupancy_mlops.replay import Replay
-from services.scheduler.api import ClearmlApi
 from tests.conftest import client_env
 from tests.serving.models import register_bundles
 from tests.serving.server import ServingServer, cli, serving_env, setup_service

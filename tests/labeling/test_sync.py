@@ -54,7 +54,7 @@ def test_sync_makes_a_version_only_when_something_changed(clearml_env, days):
     # when the round's labels were written travels with the version, for every client
     timeline = run_python(
         "from occupancy_mlops.timeline import read_timeline\n"
-        "from services.scheduler.api import ClearmlApi\n"
+        "from occupancy_mlops.clearml_api import ClearmlApi\n"
         f"rows = read_timeline(ClearmlApi(), {project!r}, {name!r})\n"
         "print('\\n'.join(f'{r.dataset_id} {r.labeled.isoformat() if r.labeled else None}' for r in rows))",
         clearml_env,

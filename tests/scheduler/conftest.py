@@ -180,7 +180,7 @@ def api_for(env: dict[str, str]) -> Any:
     """The scheduler's own API client, pointed at the server of a client environment."""
     from clearml.backend_api import Session
 
-    from services.scheduler.api import ClearmlApi
+    from occupancy_mlops.clearml_api import ClearmlApi
 
     session = Session(
         api_key=env["CLEARML_API_ACCESS_KEY"],

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from clearml.backend_api import Session
 
-from services.scheduler.api import ClearmlApi
+from occupancy_mlops.clearml_api import ClearmlApi
 from services.scheduler.reconcile import Reconciler
 from services.scheduler.settings import load_settings
 from tests.scheduler.conftest import create_template, finish, launched_runs, make_versions

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.scheduler.api import parse_time
+from occupancy_mlops.clearml_api import parse_time
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.reconcile import Reconciler
 from services.scheduler.settings import load_settings

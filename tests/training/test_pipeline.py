@@ -63,7 +63,7 @@ def test_pipeline_steps_run_through_an_agent_and_publish_the_first_model(clearml
 
 
 def test_register_stores_a_draft_template_the_scheduler_finds(clearml_env):
-    from services.scheduler.api import ClearmlApi
+    from occupancy_mlops.clearml_api import ClearmlApi
     from services.scheduler.settings import load_settings
     from services.scheduler.template import find_template
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from clearml.backend_api import Session
 
-from services.scheduler.api import ClearmlApi
+from occupancy_mlops.clearml_api import ClearmlApi
 from tests.conftest import run_python
 from training.registry import (
     CANARY,
@@ -292,7 +292,7 @@ def test_a_writer_killed_between_its_event_and_its_tags(world):
 
 RACER = """
 import collections, json, random, sys, time
-from services.scheduler.api import ClearmlApi
+from occupancy_mlops.clearml_api import ClearmlApi
 from training.registry import ModelRegistry, TransitionRefused
 
 project, project_id, seed, rounds = {project!r}, {project_id!r}, {seed}, {rounds}

@@ -1,4 +1,5 @@
-"""The few ClearML REST calls the scheduler makes, through the SDK's own authenticated session."""
+"""The one ClearML REST client of the project (CLI, demo, bench, gate, registry, scheduler,
+autoscaler), through the SDK's own authenticated session."""
 
 from __future__ import annotations
 
