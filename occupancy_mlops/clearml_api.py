@@ -20,6 +20,11 @@ would hang for as long as the server is away. A service had better fail the poll
 in its metrics and readiness, and try again on the next one."""
 
 
+LABELED_AT = "labeled_at"
+"""User property of a dataset version (set by ``label sync``/``label watch``): when its newest labels
+were written, ISO 8601 in UTC. The timeline and the trigger scheduler read it."""
+
+
 class ApiCallError(RuntimeError):
     """A ClearML API call that the server answered with an error (or that could not be made)."""
 

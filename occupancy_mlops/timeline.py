@@ -18,8 +18,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from occupancy_mlops.clearml_api import ClearmlApi
-from services.labeling.versions import LABELED_AT
+from occupancy_mlops.clearml_api import LABELED_AT, ClearmlApi
 from services.scheduler.reconcile import idempotency_key, parse_time
 from training.registry import CHAMPION, ROLLED_BACK, ModelRegistry
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from occupancy_mlops.clearml_api import LABELED_AT
 from services.labeling.previews import PREVIEW_FILES, report_previews
 
 if TYPE_CHECKING:
@@ -182,10 +183,6 @@ def finalize_or_discard(
         previewed=previewed,
         labeled_at=labeled_at,
     )
-
-
-LABELED_AT = "labeled_at"
-"""User property of a dataset version: when its newest labels were written (ISO 8601, UTC)."""
 
 
 def labeled_moment(paths: list[Path]) -> datetime | None:

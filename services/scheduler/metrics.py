@@ -51,6 +51,13 @@ class SchedulerMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.labeled_to_finalized = Histogram(
+            "occupancy_scheduler_labeled_to_finalized_seconds",
+            "Per launched dataset version: from its newest labels being written (the labeling tools' "
+            "labeled_at property) to its finalize; the first stage of the loop",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "occupancy_scheduler_poll_duration_seconds", "Duration of one poll", registry=r
         )

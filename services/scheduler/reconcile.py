@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi, parse_time
+from occupancy_mlops.clearml_api import LABELED_AT, ApiCallError, ClearmlApi, parse_time
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.settings import ConfigError, SchedulerSettings
 from services.scheduler.template import TemplatePending, TemplateSource
@@ -87,12 +87,17 @@ class Version:
     updated: datetime | None = None
     """Its last change: when it got the trigger tag, if that came after the finalize (ClearML keeps
     no time per tag; any later edit moves it too)."""
+    labeled: datetime | None = None
+    """When its newest labels were written: the ``labeled_at`` user property the labeling tools set."""
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Version:
         updated = parse_time(doc.get("last_update"))
         finalized = parse_time(doc.get("completed")) or updated
-        return cls(id=doc["id"], name=doc.get("name", ""), finalized=finalized, updated=updated)
+        properties = (doc.get("hyperparams") or {}).get("properties") or {}
+        item = properties.get(LABELED_AT) if isinstance(properties, dict) else None
+        labeled = parse_time(item.get("value")) if isinstance(item, dict) else None
+        return cls(doc["id"], doc.get("name", ""), finalized, updated, labeled)
 
     def eligible_since(self, watching_since: datetime) -> datetime:
         """When this scheduler could first have launched it: the latest of its finalize, its last
@@ -201,7 +206,7 @@ class Reconciler:
             order_by=["-last_update"],
             page=0,
             page_size=self.settings.max_versions_per_poll,
-            only_fields=["id", "name", "completed", "last_update"],
+            only_fields=["id", "name", "completed", "last_update", "hyperparams.properties"],
         )
         versions = [Version.from_doc(d) for d in data.get("tasks", [])]
         # launch in the order the versions were finalized
@@ -309,6 +314,9 @@ class Reconciler:
             result.launched.append(Launch(version.id, version.name, winner.id, lag))
             self.metrics.launches.inc()
             self.metrics.launch_lag.observe(lag)
+            if version.labeled is not None and version.finalized is not None:
+                labeling = (version.finalized - version.labeled).total_seconds()
+                self.metrics.labeled_to_finalized.observe(max(labeling, 0.0))
             log.info(
                 "launched %s for dataset %s version %s on queue %s (%.1f s after it became eligible)",
                 winner.id,

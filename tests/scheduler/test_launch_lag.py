@@ -60,3 +60,28 @@ def test_lag_counts_from_the_scheduler_start_for_a_version_that_waited_for_it(cl
     rec.clock = lambda: start + timedelta(seconds=7)
     [launch] = rec.poll().launched
     assert launch.lag_seconds == pytest.approx(7.0)
+
+
+def test_labeled_to_finalized_is_exported_once_per_launched_version(clearml_env):
+    """The loop's first stage: the labeling tools store ``labeled_at`` on the version; the scheduler,
+    which reads the version anyway, exports labeled → finalized when it launches the retrain."""
+    project = f"Lag-{uuid.uuid4().hex[:6]}"
+    template = create_template(clearml_env, project)
+    [version] = finish(make_versions(clearml_env, project, [{"name": "s", "tags": ["Production"]}]))
+    api = api_for(clearml_env)
+    finalized, _ = _times(api, version["id"])
+    labeled = finalized - timedelta(seconds=42.5)
+    api.call(
+        "tasks.edit_hyper_params",
+        task=version["id"],
+        hyperparams=[{"section": "properties", "name": "labeled_at", "value": labeled.isoformat()}],
+        force=True,
+    )
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    rec = _reconciler(clearml_env, project, template, clock=lambda: now - timedelta(hours=1))
+    rec.clock = lambda: now
+    assert len(rec.poll().launched) == 1
+    assert rec.poll().launched == []  # launched once: observed once
+    count = sample(rec.metrics, "occupancy_scheduler_labeled_to_finalized_seconds_count")
+    total = sample(rec.metrics, "occupancy_scheduler_labeled_to_finalized_seconds_sum")
+    assert count == 1 and total == pytest.approx(42.5, abs=1e-3)
