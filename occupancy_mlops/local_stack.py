@@ -51,7 +51,8 @@ def scheduler_process(
     """Run the scheduler until the block ends (SIGTERM, then SIGKILL after 30 s); yields once it listens.
 
     ``settings`` are scheduler settings (``services/scheduler/settings.py``); ``port`` defaults to a
-    free one. Registering the pipeline template on first start takes a few seconds.
+    free one. It listens at once; its first poll registers the pipeline template on a fresh project
+    (a few seconds), so the first launch comes after that.
     """
     full_env = {**os.environ, **env, **scheduler_env({"host": "127.0.0.1", "port": 0, **settings})}
     with _listening_service("services.scheduler", full_env, log, "trigger scheduler", start_timeout) as (
