@@ -44,22 +44,29 @@ missing_packages() {
 
 have_source() { apt-cache showsrc "$SOURCE_PACKAGE" 2>/dev/null | grep -Eq "$SOURCE_VERSION_RE"; }
 
-need_root() {
-  say "error: $1"
-  say "  as root, run:  sudo $0"
-  say "  (or by hand:   sudo apt-get update && sudo apt-get install -y$2 ; then make kube-apiserver as you)"
-  if [ -n "${3:-}" ]; then
-    say "  and enable Debian's sources for bookworm, e.g. this file as $SRC_LIST:"
-    printf '    %s\n' "${3//$'\n'/$'\n    '}" >&2
-  fi
-  exit 1
-}
-
 DEB_SRC="Types: deb-src
 URIs: http://deb.debian.org/debian
 Suites: bookworm
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+
+need_root() { # $1: the packages to install (may be empty); $2: non-empty when the deb-src entry is missing
+  local step=1
+  say "error: apt-get has to install things first, and you are not root (the build itself runs as you)."
+  say "  as root:"
+  if [ -n "$2" ]; then
+    say "  $step. enable Debian's bookworm sources: write $SRC_LIST containing"
+    printf '       %s\n' "${DEB_SRC//$'\n'/$'\n       '}" >&2
+    step=2
+  fi
+  if [ -n "$1" ]; then
+    say "  $step. apt-get update && apt-get install -y --no-install-recommends$1"
+  else
+    say "  $step. apt-get update"
+  fi
+  say "  then run make kube-apiserver (or make test) again as yourself; or run make as root, which does all of it."
+  exit 1
+}
 
 if [ -n "${KUBE_APISERVER_BIN:-}" ]; then
   is_version "$KUBE_APISERVER_BIN" || { say "error: KUBE_APISERVER_BIN=$KUBE_APISERVER_BIN is not kube-apiserver v$VERSION"; exit 1; }
@@ -78,8 +85,7 @@ if [ -n "$need_build" ] && ! have_source; then source_missing=1; fi
 
 if [ -n "$packages" ] || [ -n "$source_missing" ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    need_root "missing Debian packages:${packages:- none}${source_missing:+; and the bookworm source package $SOURCE_PACKAGE}" \
-      "$packages" "${source_missing:+$DEB_SRC}"
+    need_root "$packages" "$source_missing"
   fi
   export DEBIAN_FRONTEND=noninteractive
   if [ -n "$source_missing" ]; then
@@ -106,6 +112,7 @@ case "$reflect2" in
   *) say "error: $REFLECT2_PACKAGE is $reflect2, expected $REFLECT2_VERSION"; exit 1 ;;
 esac
 
+mkdir -p "$CACHE" && [ -w "$CACHE" ] || { say "error: cannot write the cache folder $CACHE"; exit 1; }
 start=$(date +%s)
 work=$(mktemp -d "${TMPDIR:-/tmp}/kube-apiserver-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -132,7 +139,6 @@ cp "$REFLECT2_SRC"/*.go "$REFLECT2_SRC"/*.s "$src/vendor/github.com/modern-go/re
 cp "$src/_output/bin/kube-apiserver" "$work/kube-apiserver"
 is_version "$work/kube-apiserver" || { say "error: the built binary says: $("$work/kube-apiserver" --version 2>&1)"; exit 1; }
 
-mkdir -p "$CACHE"
 seconds=$(($(date +%s) - start))
 cat >"$CACHE/BUILD-INFO.new" <<EOF
 kube-apiserver v$VERSION
