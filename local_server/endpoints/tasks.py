@@ -10,6 +10,7 @@ from typing import Any
 from .. import errors
 from ..query import TASK_OPTIONS, list_predicate, now_iso, run_query
 from ..registry import COMPANY, USER, Context, endpoint, ids_of, merge_tags, new_id, require, string_list
+from ..schemas import TASK_TYPES
 from ..store import Doc, Transaction
 from . import projects
 from .queues import create as create_queue
@@ -36,19 +37,7 @@ TRANSITIONS: dict[str, set[str]] = {
     "published": set(),
     "completed": {"published", "in_progress", "created"},
 }
-TYPES = {
-    "training",
-    "testing",
-    "inference",
-    "data_processing",
-    "application",
-    "monitor",
-    "controller",
-    "optimizer",
-    "service",
-    "qc",
-    "custom",
-}
+TYPES = frozenset(TASK_TYPES)
 EDITABLE = (
     "name",
     "tags",
