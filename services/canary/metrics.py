@@ -31,6 +31,13 @@ class CanaryMetrics:
         )
         for state in STATES:
             self.state.labels(state=state).set(0)
+        self.registry_models = Gauge(
+            "occupancy_canary_registry_models",
+            "Models the model registry holds in each state (candidate, canary, champion, "
+            "former-champion, rejected by the gate, rolled-back), as of the last pass",
+            ["state"],
+            registry=r,
+        )
         self.weight = Gauge("occupancy_canary_weight", "Traffic share of the canary arm, 0..1", registry=r)
         self.step = Gauge(
             "occupancy_canary_step", "Index of the canary's weight step (-1: no canary)", registry=r

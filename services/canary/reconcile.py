@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 from services.canary.analysis import AnalysisInput, Query, Verdict, collect, judge
 from services.canary.metrics import CanaryMetrics
 from services.canary.settings import CanarySettings
+from training.registry import STATES as REGISTRY_STATES
 from training.registry import CanaryState, RegistryState, TransitionRefused
 
 log = logging.getLogger("occupancy.canary")
@@ -491,3 +493,6 @@ class Reconciler:
         self.metrics.step.set(canary.step if canary else -1)
         self.metrics.canary_version.set(state.versions.get(canary.model_id, 0) if canary else 0)
         self.metrics.champion_version.set(state.versions.get(state.champion, 0) if state.champion else 0)
+        held = Counter(state.states.values())
+        for name in REGISTRY_STATES:  # the gate's rejections show here (its steps export nothing)
+            self.metrics.registry_models.labels(state=name).set(held.get(name, 0))

@@ -130,6 +130,11 @@ def test_failing_analyses_roll_back_at_the_threshold_with_the_reason(world):
     assert serving.config == (ArmSpec("champ", "1"), None, 0.0), "serving back to the champion at once"
     assert metric(rec, "occupancy_canary_rollbacks_total", cause="analysis") == 1
     assert metric(rec, "occupancy_canary_checks_total", check="error_ratio", result="failed") == 2
+    # the registry's states as the dashboard sees them: one champion, one model rolled back
+    rec.poll()
+    assert metric(rec, "occupancy_canary_registry_models", state="rolled-back") == 1
+    assert metric(rec, "occupancy_canary_registry_models", state="champion") == 1
+    assert metric(rec, "occupancy_canary_registry_models", state="canary") == 0
 
 
 def test_a_skewed_prediction_distribution_is_rolled_back(world):
