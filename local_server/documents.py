@@ -19,14 +19,9 @@ from typing import Any
 
 from . import errors
 from .schemas import (
-    CONFIGURATION,
-    EXECUTION,
-    HYPERPARAMS,
     METADATA,
-    OUTPUT,
-    SCRIPT,
     STRS,
-    TASK_MODELS,
+    TASK_BODY,
     TASK_TYPES,
 )
 from .store import Doc, Store
@@ -61,15 +56,7 @@ SHAPES: dict[str, dict[str, Spec]] = {
         "comment": STR,
         "project": STR,
         "parent": STR,
-        "input": OBJ,
-        "output": OUTPUT,
-        "execution": EXECUTION,
-        "script": SCRIPT,
-        "hyperparams": HYPERPARAMS,
-        "configuration": CONFIGURATION,
-        "models": TASK_MODELS,
-        "container": MapOf(STR),
-        "runtime": OBJ,
+        **TASK_BODY,
         "last_iteration": INT,
         "last_metrics": MapOf(MapOf(OBJ)),
         "last_change": STR,

@@ -130,15 +130,7 @@ GET_ALL = Request(
         "_and_": MULTI_FIELD,
     }
 )
-TASK_FIELDS: dict[str, Spec] = {
-    "name": STR,
-    "tags": TAGS,
-    "system_tags": TAGS,
-    "type": Enum(*TASK_TYPES),
-    "comment": STR,
-    "parent": STR,
-    "project": STR,
-    "output_dest": STR,
+TASK_BODY: dict[str, Spec] = {
     "input": OBJ,
     "output": OUTPUT,
     "execution": EXECUTION,
@@ -148,6 +140,18 @@ TASK_FIELDS: dict[str, Spec] = {
     "models": TASK_MODELS,
     "container": MapOf(STR),
     "runtime": OBJ,
+}
+"""A task's content fields: the same in requests and in stored documents."""
+TASK_FIELDS: dict[str, Spec] = {
+    "name": STR,
+    "tags": TAGS,
+    "system_tags": TAGS,
+    "type": Enum(*TASK_TYPES),
+    "comment": STR,
+    "parent": STR,
+    "project": STR,
+    "output_dest": STR,
+    **TASK_BODY,
 }
 MODEL_FIELDS: dict[str, Spec] = {
     "uri": STR,

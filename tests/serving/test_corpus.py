@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -44,19 +45,15 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_bad_request_corpus(deployment: Deployment) -> None:
-    srv = deployment.server
-    cases = corpus()
-    assert len(cases) >= 200
-    before = requests.get(f"{srv.url}/metrics", timeout=10).text
-    failures = []
+def _send(url: str, cases: list[tuple[Any, str | None]]) -> tuple[list[str], Counter[str]]:
+    """POST every case; the failures (status, field prefix, and cause when one is expected) and the
+    causes the server gave."""
+    failures: list[str] = []
     causes: Counter[str] = Counter()
     session = requests.Session()
-    for case in cases:
+    for case, cause in cases:
         try:
-            resp = session.post(
-                f"{srv.url}/serve/occupancy", data=case.body, headers=case.headers, timeout=30
-            )
+            resp = session.post(url, data=case.body, headers=case.headers, timeout=30)
         except requests.ConnectionError as exc:
             failures.append(f"{case.name}: connection error {exc}")
             session = requests.Session()
@@ -67,10 +64,21 @@ def test_bad_request_corpus(deployment: Deployment) -> None:
             body = {"detail": resp.text[:200]}
         detail = str(body.get("detail", ""))
         causes[str(body.get("cause"))] += 1
-        if resp.status_code != case.status or not detail.startswith(case.field):
+        wrong_cause = cause is not None and body.get("cause") != cause
+        if resp.status_code != case.status or not detail.startswith(case.field) or wrong_cause:
             failures.append(
-                f"{case.name}: {resp.status_code} {detail[:160]!r} (want {case.status} {case.field!r})"
+                f"{case.name}: {resp.status_code} {body.get('cause')} {detail[:160]!r} "
+                f"(want {case.status} {cause or ''} {case.field!r})"
             )
+    return failures, causes
+
+
+def test_bad_request_corpus(deployment: Deployment) -> None:
+    srv = deployment.server
+    cases = corpus()
+    assert len(cases) >= 200
+    before = requests.get(f"{srv.url}/metrics", timeout=10).text
+    failures, causes = _send(f"{srv.url}/serve/occupancy", [(case, None) for case in cases])
     assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures)
 
     assert requests.get(f"{srv.url}/healthz", timeout=10).status_code == 200
@@ -100,27 +108,7 @@ def test_bad_feedback_corpus(deployment: Deployment) -> None:
     assert len(cases) >= 100
     url = f"{srv.url}/feedback/occupancy"
     before = requests.get(f"{srv.url}/metrics", timeout=10).text
-    failures = []
-    causes: Counter[str] = Counter()
-    session = requests.Session()
-    for case, cause in cases:
-        try:
-            resp = session.post(url, data=case.body, headers=case.headers, timeout=30)
-        except requests.ConnectionError as exc:
-            failures.append(f"{case.name}: connection error {exc}")
-            session = requests.Session()
-            continue
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {"detail": resp.text[:200]}
-        detail = str(body.get("detail", ""))
-        causes[str(body.get("cause"))] += 1
-        if resp.status_code != case.status or not detail.startswith(case.field) or body.get("cause") != cause:
-            failures.append(
-                f"{case.name}: {resp.status_code} {body.get('cause')} {detail[:160]!r} "
-                f"(want {case.status} {cause} {case.field!r})"
-            )
+    failures, causes = _send(url, cases)
     wrong_method = requests.get(url, timeout=10)
     wrong_endpoint = requests.post(f"{srv.url}/feedback/rooms", json={}, timeout=10)
     assert (wrong_method.status_code, wrong_method.json()["cause"]) == (405, "not_found")
