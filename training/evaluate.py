@@ -15,16 +15,37 @@ class Metrics:
     roc_auc: float
     rows: int
     positives: int
+    brier: float = float("nan")
+    """Mean squared error of the probability against the label (0 is perfect; 0.25 is a constant 0.5)."""
+    ece: float = float("nan")
+    """Expected calibration error: over ten equal-width probability bins, the row-weighted mean gap
+    between the mean predicted probability and the observed occupied rate."""
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+CALIBRATION_BINS = 10
+
+
+def expected_calibration_error(labels: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Row-weighted mean of |mean probability - occupied rate| over equal-width probability bins."""
+    labels = np.asarray(labels, dtype=float)
+    proba = np.clip(np.asarray(proba, dtype=float), 0.0, 1.0)
+    if len(labels) == 0:
+        return float("nan")
+    which = np.minimum((proba * bins).astype(int), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, proba, bins) - np.bincount(which, labels, bins))
+    return float(gap.sum() / counts.sum())
 
 
 def compute_metrics(labels: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> Metrics:
     labels = np.asarray(labels).astype(int)
     if len(labels) == 0:
         raise ValueError("no rows to evaluate")
-    predicted = (np.asarray(proba) >= threshold).astype(int)
+    proba = np.asarray(proba, dtype=float).ravel()
+    predicted = (proba >= threshold).astype(int)
     both_classes = len(np.unique(labels)) == 2
     return Metrics(
         accuracy=float(accuracy_score(labels, predicted)),
@@ -32,6 +53,8 @@ def compute_metrics(labels: np.ndarray, proba: np.ndarray, threshold: float = 0.
         roc_auc=float(roc_auc_score(labels, proba)) if both_classes else float("nan"),
         rows=len(labels),
         positives=int(labels.sum()),
+        brier=float(np.mean((proba - labels) ** 2)),
+        ece=expected_calibration_error(labels, proba),
     )
 
 
