@@ -31,7 +31,13 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_NAME": "occupancy-mlp",
     "DEPLOY_MODE": "canary",  # "canary": the gate submits, the canary controller promotes; "direct": the gate
     # promotes a passing challenger at once (setups without serving and canary controller)
+    # the gate's evaluation windows (docs/training.md): "file" (each file of the evaluation set), "day" or
+    # "week" (ISO); a window with fewer rows than EVAL_WINDOW_MIN_ROWS is merged with its neighbours
+    "EVAL_WINDOW": "file",
+    "EVAL_WINDOW_MIN_ROWS": 500,
+    "GATE_RECENT_CHAMPIONS": 3,  # a challenger is also compared with the best of the last N champions
 }
+EVAL_WINDOWS = ("file", "day", "week")
 DEPLOY_MODES = ("canary", "direct")
 
 
@@ -52,6 +58,9 @@ class TrainingConfig:
     GATE_TOLERANCE: float
     MODEL_NAME: str
     DEPLOY_MODE: str
+    EVAL_WINDOW: str
+    EVAL_WINDOW_MIN_ROWS: int
+    GATE_RECENT_CHAMPIONS: int
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainingConfig:
@@ -88,6 +97,10 @@ class TrainingConfig:
             problems.append(f"LEARNING_RATE={self.LEARNING_RATE} must be positive")
         if self.DEPLOY_MODE not in DEPLOY_MODES:
             problems.append(f"DEPLOY_MODE={self.DEPLOY_MODE!r} must be one of {', '.join(DEPLOY_MODES)}")
+        if self.EVAL_WINDOW not in EVAL_WINDOWS:
+            problems.append(f"EVAL_WINDOW={self.EVAL_WINDOW!r} must be one of {', '.join(EVAL_WINDOWS)}")
+        if self.EVAL_WINDOW_MIN_ROWS < 1 or self.GATE_RECENT_CHAMPIONS < 1:
+            problems.append("EVAL_WINDOW_MIN_ROWS and GATE_RECENT_CHAMPIONS must be at least 1")
         if problems:
             raise ValueError("; ".join(problems))
 
