@@ -259,6 +259,13 @@ _PROJECT_QUERY = GET_ALL.extend(
     shallow_search=BOOL,
     include_stats=BOOL,
     last_update=RANGE,
+    include_dataset_stats=BOOL,
+    stats_with_children=BOOL,
+    stats_for_state=Enum("active", "archived"),
+    check_own_contents=BOOL,
+    active_users=STRS,
+    children_type=Enum("pipeline", "report", "dataset"),
+    children_tags=ListOf(STR, lone=True),
 )
 _QUEUE_QUERY = GET_ALL.extend(max_task_entries=INT)
 _STATUS_EXTRA: dict[str, Spec] = {
@@ -295,6 +302,12 @@ REQUESTS: dict[str, Request] = {
     ),
     "projects.get_task_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
     "projects.get_model_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
+    "projects.validate_delete": _req(("project",), project=STR),
+    "projects.move": _req(("project",), project=STR, new_location=STR),
+    "projects.merge": _req(("project",), project=STR, destination_project=STR),
+    "projects.get_task_parents": _req(
+        projects=STRS, include_subprojects=BOOL, tasks_state=Enum("active", "archived"), task_name=STR
+    ),
     # tasks
     "tasks.create": _req(("name", "type"), TASK_FIELDS),
     "tasks.edit": _task(common=TASK_FIELDS, force=BOOL),
