@@ -150,6 +150,71 @@ def evaluate(
 
 
 @app.command()
+def drift(
+    model: Annotated[Path, typer.Option(help="model folder written by `train --out` (or a model package)")],
+    data: Annotated[
+        list[Path], typer.Option(help="CSV files or folders of readings, labeled or not (repeat the option)")
+    ],
+    plot: Annotated[
+        Path | None, typer.Option(help="write a PNG: training vs new distribution per row")
+    ] = None,
+) -> None:
+    """PSI and KS of new readings against the model's training readings, per input, per input change
+    and per model feature, beside the day-to-day variation of the training days. Exit status: 0 no
+    drift, 1 drift, 2 bad input (see docs/drift.md)."""
+    from rich.console import Console
+
+    from training.bundle import METADATA_FILE
+    from training.data import DataNotFoundError, DataValidationError, load_labeled
+    from training.drift import (
+        MIN_DAY_READINGS,
+        DriftReference,
+        NoDriftReference,
+        compare,
+        plot_report,
+        rich_table,
+    )
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    try:
+        from training.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model)
+        reference = DriftReference.from_metadata(bundle.metadata)
+    except NoDriftReference as exc:
+        raise fail(f"--model: {model}: {exc}") from None
+    except FileNotFoundError as exc:
+        raise fail(f"--model: {exc}") from None
+    except (ValueError, KeyError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        raise fail(f"--model: {model / METADATA_FILE} is not a model's metadata ({problem})") from None
+    try:
+        frame = load_labeled(list(data), require_label=False)
+        report = compare(reference, frame, bundle.schema)
+    except (DataNotFoundError, DataValidationError, ValueError) as exc:
+        raise fail(f"--data: {exc}") from None
+    console = Console()
+    console.print(rich_table(report, f"Input drift of {len(frame)} readings against {model}"))
+    days = ", ".join(reference.baseline_days) or "none: fixed limits"
+    console.print(f"training days in the baseline: {days}")
+    if report.missing:
+        console.print(f"not in the new readings: {', '.join(report.missing)}")
+    if len(frame) < MIN_DAY_READINGS:
+        console.print(
+            f"note: {len(frame)} readings, less than half a day: the limits come from whole training "
+            "days, so a few hours' pattern can read as drift"
+        )
+    if plot is not None:
+        plot_report(reference, frame, report, plot, bundle.schema)
+        console.print(f"plot: {plot}")
+    typer.echo(report.summary())
+    raise typer.Exit(1 if report.drift else 0)
+
+
+@app.command()
 def pipeline(
     dataset_id: Annotated[str | None, typer.Option(help="dataset version to retrain on")] = None,
     eval_dataset_id: Annotated[str | None, typer.Option(help="the fixed evaluation set of the gate")] = None,

@@ -21,6 +21,7 @@ import pandas as pd
 from training.bundle import KERAS_FILE, PORTABLE_FILE, ModelBundle, schema_to_dict, write_metadata
 from training.config import TrainingConfig
 from training.data import LABEL_COLUMN, ROOM_COLUMN, TIME_COLUMN
+from training.drift import build_reference
 from training.evaluate import Metrics, compute_metrics
 from training.features import DEFAULT_SCHEMA, FeatureSchema, make_features
 from training.portable import PortableModel, from_keras
@@ -40,6 +41,8 @@ class TrainedModel:
     seconds: float
     train_rows: int
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    drift_reference: dict[str, Any] | None = None
+    """The training readings' distributions (:mod:`training.drift`), as ``metadata["drift_reference"]``."""
 
     def bundle(self) -> ModelBundle:
         return ModelBundle(self.portable, self.schema, self.metadata())
@@ -57,6 +60,7 @@ class TrainedModel:
             "train_rows": self.train_rows,
             "train_seconds": round(self.seconds, 2),
             "threshold": 0.5,
+            "drift_reference": self.drift_reference,
             "versions": {
                 "python": platform.python_version(),
                 "tensorflow": tf.__version__,
@@ -165,4 +169,5 @@ def train_model(
         best_epoch=result.best_epoch,
         seconds=result.seconds,
         train_rows=len(train_part),
+        drift_reference=build_reference(ordered, schema).to_dict(),
     )

@@ -1,0 +1,159 @@
+"""Input drift on the real data: a day of the training week is not drift; a day of datatest.txt
+(another part of the month, its temperature recorded differently) and a training day with the light
+sensor reading twice the lux are. And ``occupancy-mlops drift`` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ks_2samp
+
+from tests.serving.models import write_bundle
+from training.bundle import write_metadata
+from training.data import LABEL_COLUMN, ROOM_COLUMN, TIME_COLUMN, load_labeled
+from training.drift import (
+    METADATA_KEY,
+    DriftReference,
+    NoDriftReference,
+    build_reference,
+    compare,
+    ks_statistic,
+    psi,
+)
+from training.features import DEFAULT_SCHEMA
+
+CLI = [sys.executable, "-m", "occupancy_mlops.cli", "drift"]
+
+
+@pytest.fixture(scope="module")
+def training(occupancy_dir: Path) -> pd.DataFrame:
+    return load_labeled([occupancy_dir / "datatraining.txt"])
+
+
+@pytest.fixture(scope="module")
+def reference(training: pd.DataFrame) -> DriftReference:
+    # stored as the model stores it: through JSON
+    return DriftReference.from_dict(
+        json.loads(json.dumps(build_reference(training, DEFAULT_SCHEMA).to_dict()))
+    )
+
+
+def day(frame: pd.DataFrame, date: str) -> pd.DataFrame:
+    return frame[frame[TIME_COLUMN].dt.strftime("%Y-%m-%d") == date]
+
+
+def test_the_reference_keeps_every_input_change_and_feature_with_the_training_days(reference):
+    assert reference.inputs == ["Temperature", "Humidity", "Light", "CO2", "HumidityRatio"]
+    assert {"Temperature change/min", "CO2_slope_30m", "CO2_slope_60m"} <= set(reference.rows)
+    # the full days of the week (Feb 4 and Feb 10 are a few hours only)
+    assert reference.baseline_days == [f"2015-02-0{d}" for d in range(5, 10)]
+    light = reference.rows["Light"]
+    assert len(light.quantiles) == 101 and abs(sum(light.proportions) - 1) < 1e-9
+    assert len(light.proportions) == len(light.edges) + 1
+    # a day covers part of the week's range: its PSI against the other days is far above 0.25
+    assert reference.rows["Temperature"].day_psi_max > 1.0
+
+
+@pytest.mark.parametrize("date", ["2015-02-05", "2015-02-06", "2015-02-07", "2015-02-08", "2015-02-09"])
+def test_a_day_of_the_training_week_is_not_drift(reference, training, date):
+    report = compare(reference, day(training, date), DEFAULT_SCHEMA)
+    assert not report.drift, report.table()
+    assert len(report.rows) == len(reference.rows) and not report.missing
+
+
+def test_a_day_of_datatest_is_drift_in_its_temperature_changes(reference, occupancy_dir):
+    other = load_labeled([occupancy_dir / "datatest.txt"])
+    report = compare(reference, day(other, "2015-02-03"), DEFAULT_SCHEMA)
+    assert report.drift
+    assert "Temperature change/min" in report.drifted, report.table()
+
+
+def test_the_light_sensor_reading_double_is_drift_in_light(reference, training):
+    scaled = day(training, "2015-02-05").assign(Light=lambda f: f["Light"] * 2)
+    report = compare(reference, scaled, DEFAULT_SCHEMA)
+    assert "Light" in report.drifted, report.table()
+    light = next(r for r in report.rows if r.name == "Light")
+    assert light.psi > light.psi_limit > light.day_psi_max
+
+
+def test_unlabeled_readings_without_features_give_the_input_rows(reference, training):
+    readings = day(training, "2015-02-06").drop(columns=[LABEL_COLUMN, ROOM_COLUMN])
+    report = compare(reference, readings)  # no schema: the feature rows are left out, not missing
+    assert {r.kind for r in report.rows} == {"input", "change"} and not report.missing
+    with pytest.raises(ValueError, match="at least 60"):
+        compare(reference, readings.head(10))
+
+
+def test_psi_and_ks_statistics(training):
+    rng = np.random.default_rng(0)
+    ref = np.quantile(training["CO2"], np.linspace(0, 1, 101))
+    sample = training["CO2"].to_numpy()[rng.choice(len(training), 1000)] * 1.1
+    assert abs(ks_statistic(ref, sample) - ks_2samp(training["CO2"], sample).statistic) < 0.015
+    assert ks_statistic(ref, training["CO2"].to_numpy()) < 0.011
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0
+    assert psi([0.5, 0.5], [1.0, 0.0]) == pytest.approx(
+        0.5 * np.log(2) + 0.4999 * np.log(0.4999 / 1e-4), 1e-3
+    )
+
+
+def test_an_older_model_has_no_reference():
+    with pytest.raises(NoDriftReference, match="trained before drift references existed"):
+        DriftReference.from_metadata({"model_name": "occupancy-mlp"})
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, reference) -> Path:
+    folder = write_bundle(tmp_path_factory.mktemp("model") / "m")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    write_metadata(folder, {**metadata, METADATA_KEY: reference.to_dict()})
+    return folder
+
+
+def drift_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "220"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_command_exit_status_is_the_verdict(model_dir, training, tmp_path):
+    normal = tmp_path / "2015-02-06.csv"
+    day(training, "2015-02-06").drop(columns=[LABEL_COLUMN, ROOM_COLUMN]).to_csv(normal, index=False)
+    proc = drift_cli("--model", str(model_dir), "--data", str(normal))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Light" in proc.stdout and "training days PSI mean / max" in proc.stdout
+    assert proc.stdout.strip().endswith("no drift in 12 rows, 1440 readings")
+
+    scaled = tmp_path / "light-x2.csv"
+    day(training, "2015-02-06").assign(Light=lambda f: f["Light"] * 2).to_csv(scaled, index=False)
+    plot = tmp_path / "drift.png"
+    proc = drift_cli("--model", str(model_dir), "--data", str(scaled), "--plot", str(plot))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "DRIFT" in proc.stdout and "drift in 1 of 12 rows (Light)" in proc.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_the_command_refuses_bad_input_with_one_line(model_dir, training, tmp_path):
+    good = tmp_path / "day.csv"
+    day(training, "2015-02-06").to_csv(good, index=False)
+    older = write_bundle(tmp_path / "older")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,Temperature\n2015-02-06 00:00:00,21\n")
+    cases = {
+        ("--model", str(tmp_path / "absent"), "--data", str(good)): "is not a model folder",
+        ("--model", str(older), "--data", str(good)): "has no drift reference",
+        ("--model", str(model_dir), "--data", str(bad)): "bad.csv, line 1, column Humidity",
+        ("--model", str(model_dir), "--data", str(tmp_path / "nothing.csv")): "does not exist",
+    }
+    for args, message in cases.items():
+        proc = drift_cli(*args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
