@@ -83,10 +83,12 @@ def run(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve POST /serve/occupancy with the real clearml-serving inference app until SIGTERM."""
+    from services.serving.drift import DriftSettings
     from services.serving.launcher import RunOptions, check_feedback_env, exec_server
 
     try:
         check_feedback_env(os.environ)
+        DriftSettings.from_env(os.environ)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -19,6 +19,7 @@ import numpy as np
 from starlette.responses import Response
 
 from services.serving.context import current
+from services.serving.drift import DriftSettings, InputWindow
 from services.serving.faults import FaultInjector
 from services.serving.features import feature_matrix
 from services.serving.feedback import Issuer, get_signer
@@ -27,6 +28,7 @@ from services.serving.schema import Readings, RequestError, parse_readings
 from training.bundle import METADATA_FILE, ModelBundle
 
 FAULTS = FaultInjector.from_env()
+DRIFT = DriftSettings.from_env()
 
 
 class InjectedFault(RuntimeError):
@@ -59,6 +61,7 @@ class Preprocess:
         self.threshold = 0.5
         self.metrics = get_metrics()
         self.issuer: Issuer | None = None
+        self.drift: InputWindow | None = None
 
     def load(self, local_path: str) -> ModelBundle:
         endpoint = getattr(self, "model_endpoint", None)
@@ -70,6 +73,8 @@ class Preprocess:
         bundle = ModelBundle.load(find_bundle_folder(local_path))
         self.bundle = bundle
         self.threshold = float(bundle.metadata.get("threshold", 0.5))
+        self.drift = InputWindow.for_model(bundle.metadata, DRIFT)
+        self.metrics.model_loaded(self.arm, self.model_version)
         self.lineage = {
             "id": getattr(endpoint, "model_id", None),
             "version": self.model_version,
@@ -135,6 +140,9 @@ class Preprocess:
     ) -> Response:
         readings, proba = data
         self.metrics.predicted(self.arm, self.model_version, proba, self.threshold)
+        drift = self.drift
+        if drift is not None and len(readings) and drift.add(readings.values[-1]):
+            self.metrics.input_drift(self.arm, self.model_version, drift.filled, drift.drift())
         # a ready Response: FastAPI sends it as it is instead of walking the dict with jsonable_encoder
         # (~70 µs a request); the body is the same JSON
         body = json.dumps(self.answer(readings, proba), separators=(",", ":"), allow_nan=False)

@@ -8,6 +8,9 @@ metrics live in a registry of their own (tests, one process).
 Labels: ``endpoint`` (public name), ``arm`` ("champion", "canary", "none" before routing),
 ``model_version`` ("none" before routing). Children are cached per label set: a request costs
 dictionary look-ups and a few shared-memory increments.
+
+The input drift gauges (``occupancy_serving_input_drift_*{input}``, :mod:`services.serving.drift`)
+are set every few dozen requests by the worker that served them, ``livemostrecent`` across workers.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ import os
 from typing import Any
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 ENDPOINT = "occupancy"
@@ -101,6 +111,31 @@ class ServingMetrics:
             ["endpoint", "cause"],
             registry=r,
         )
+        drift_labels = [*labels, "input"]
+        self.drift_gauges = {
+            name: Gauge(
+                f"occupancy_serving_input_drift_{name}",
+                help_text,
+                drift_labels,
+                registry=r,
+                multiprocess_mode="livemostrecent",
+            )
+            for name, help_text in (
+                ("psi", "PSI of an input over the recent requests' newest readings vs the training readings"),
+                ("ks", "KS statistic of an input over the recent requests' newest readings vs the training"),
+                ("psi_limit", "PSI above which the input drifts (from the training days' day-to-day PSI)"),
+                ("ks_limit", "KS above which the input drifts (from the training days' day-to-day KS)"),
+            )
+        }
+        self.drift_readings = Gauge(
+            "occupancy_serving_input_drift_readings",
+            "Readings in the drift window when the input drift gauges were last set",
+            labels,
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self._drift_versions: dict[str, str] = {}
+        self._drift_inputs: dict[tuple[str, str], list[str]] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self._bounds = np.array([*PROBABILITY_BUCKETS, float("inf")])
 
@@ -130,6 +165,31 @@ class ServingMetrics:
             self._child(self.feedback, ENDPOINT, arm, version, "false").inc(labeled - correct)
         self._child(self.feedback_requests, ENDPOINT, arm, version).inc()
         self._child(self.feedback_delay, ENDPOINT, arm, version).observe(max(0.0, delay_seconds))
+
+    def input_drift(self, arm: str, version: str, readings: int, drifts: list[Any]) -> None:
+        """Set the input drift gauges of an arm's model (``drifts``: :class:`InputDrift` items)."""
+        self._forget_older_version(arm, version)
+        for item in drifts:
+            for name, value in (("psi", item.psi), ("ks", item.ks), ("psi_limit", item.psi_limit),
+                                ("ks_limit", item.ks_limit)):  # fmt: skip
+                self._child(self.drift_gauges[name], ENDPOINT, arm, version, item.input).set(value)
+        self._child(self.drift_readings, ENDPOINT, arm, version).set(readings)
+        self._drift_inputs[(arm, version)] = [item.input for item in drifts]
+
+    def _forget_older_version(self, arm: str, version: str) -> None:
+        """A new model in an arm: the gauges of the one it replaced become NaN (no alert on them)."""
+        older = self._drift_versions.get(arm)
+        self._drift_versions[arm] = version
+        if older is None or older == version:
+            return
+        for input_name in self._drift_inputs.pop((arm, older), []):
+            for gauge in self.drift_gauges.values():
+                self._child(gauge, ENDPOINT, arm, older, input_name).set(float("nan"))
+        self._child(self.drift_readings, ENDPOINT, arm, older).set(float("nan"))
+
+    def model_loaded(self, arm: str, version: str) -> None:
+        """An arm now serves ``version`` in this process."""
+        self._forget_older_version(arm, version)
 
     def feedback_refused(self, cause: str) -> None:
         self._child(self.feedback_errors, ENDPOINT, cause).inc()
