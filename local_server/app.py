@@ -33,6 +33,7 @@ from starlette.routing import Route
 from . import endpoints as _endpoints  # noqa: F401  (registers every endpoint)
 from . import errors
 from .documents import check_document, repair_store
+from .endpoints.queues import ensure_default_queue
 from .files import FileStore
 from .registry import ENDPOINTS, USER, Context
 from .schemas import MAX_TOKEN_LIFETIME_S, REQUESTS
@@ -127,6 +128,7 @@ class LocalServerApp:
         self.store = Store(settings.db_path, check=check_document)
         for line in repair_store(self.store):
             log.warning("%s", line)
+        ensure_default_queue(self.store)  # as the real server does at start
         self.files = FileStore(settings.files_dir, settings.max_upload_bytes)
         self.token_secret = _token_secret(settings.data_dir)
 
@@ -174,7 +176,7 @@ class LocalServerApp:
 
     # ------------------------------------------------------------------ API calls
 
-    def _call(self, endpoint: str, version: str, raw: bytes) -> bytes:
+    def _call(self, endpoint: str, version: str, raw: bytes, client_ip: str | None = None) -> bytes:
         """Parse, validate and run one call (in a worker thread); the answer is rendered inside the
         transaction, so nothing is committed unless the whole call succeeded."""
         body = _parse_body(endpoint, raw)
@@ -188,6 +190,7 @@ class LocalServerApp:
                 self.settings.base_url,
                 USER,
                 self.token_secret,
+                client_ip,
             )
             data = ENDPOINTS[endpoint](ctx, body)
             return _envelope(endpoint, version, 200, 0, "OK", data)
@@ -202,7 +205,8 @@ class LocalServerApp:
             if endpoint not in ENDPOINTS:
                 raise errors.not_supported(endpoint[:200])
             raw = await read_limited(request, self.settings.max_body_bytes)
-            content = await anyio.to_thread.run_sync(self._call, endpoint, version, raw)
+            client_ip = request.client.host if request.client else None
+            content = await anyio.to_thread.run_sync(self._call, endpoint, version, raw, client_ip)
             return _json(content, 200)
         except errors.ApiError as exc:
             log.info("%s -> %s/%s %s", endpoint, exc.code, exc.subcode, exc.msg[:500])

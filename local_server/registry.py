@@ -22,6 +22,7 @@ class Context:
     api_url: str
     user: dict[str, str]
     token_secret: str
+    client_ip: str | None = None  # the caller's address (workers report it, as on the real server)
 
 
 Handler = Callable[[Context, Doc], Doc]

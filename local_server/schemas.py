@@ -451,6 +451,7 @@ REQUESTS: dict[str, Request] = {
     "queues.move_task_forward": _queue("task", task=STR, count=Int(1, 2**31)),
     "queues.move_task_backward": _queue("task", task=STR, count=Int(1, 2**31)),
     "queues.add_or_update_metadata": _queue("metadata", metadata=METADATA, replace_metadata=BOOL),
+    "queues.delete_metadata": _queue("keys", keys=STRS),
     "queues.get_queue_metrics": _req(from_date=NUM, to_date=NUM, interval=INT, queue_ids=STRS, refresh=BOOL),
     # workers
     "workers.register": _req(
@@ -469,6 +470,7 @@ REQUESTS: dict[str, Request] = {
         system_tags=TAGS,
     ),
     "workers.get_all": _req(last_seen=INT, tags=TAGS, system_tags=TAGS, worker_pattern=STR),
+    "workers.get_count": _req(last_seen=INT, tags=TAGS, system_tags=TAGS, worker_pattern=STR),
     "workers.get_runtime_properties": _req(("worker",), worker=STR),
     "workers.set_runtime_properties": _req(
         ("worker",),
@@ -476,7 +478,14 @@ REQUESTS: dict[str, Request] = {
         runtime_properties=ListOf(Shape({"key": STR, "value": STR, "expiry": INT}, required=("key",))),
     ),
     "workers.get_activity_report": _req(from_date=NUM, to_date=NUM, interval=INT),
-    "workers.get_stats": _req(worker_ids=STRS, from_date=NUM, to_date=NUM, interval=INT, items=ListOf(OBJ)),
+    "workers.get_stats": _req(
+        worker_ids=STRS,
+        from_date=NUM,
+        to_date=NUM,
+        interval=INT,
+        items=ListOf(Shape({"key": STR, "aggregation": Enum("avg", "min", "max")}, required=("key",))),
+        split_by_resource=BOOL,
+    ),
     "workers.get_metric_keys": _req(worker_ids=STRS),
     # events (events.add_batch: every line is checked with EVENT)
     "events.add_batch": _req(requests=ListOf(EVENT)),

@@ -201,6 +201,16 @@ class Transaction:
             if new is not None:
                 yield new
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Writes made inside are dropped when it raises (one item of a ``*_many`` batch call)."""
+        pending, events = dict(self._pending), list(self._events)
+        try:
+            yield
+        except BaseException:
+            self._pending, self._events = pending, events
+            raise
+
     def put(self, kind: str, doc: Doc) -> None:
         self._pending[(kind, doc["id"])] = doc
 
@@ -214,7 +224,14 @@ class Transaction:
             raise errors.validation(f"the event cannot be stored: {exc}") from exc
 
     def events(self, task: str, types: Iterable[str] | None = None) -> list[Doc]:
-        return self._store.events(task, types)
+        """Stored events of a task, then those this transaction added (in order)."""
+        wanted = None if types is None else set(types)
+        pending = [
+            json.loads(body)
+            for (t, etype, body) in self._events
+            if t == task and (wanted is None or etype in wanted)
+        ]
+        return self._store.events(task, types) + pending
 
     def _commit(self) -> None:
         if not self._pending and not self._events:

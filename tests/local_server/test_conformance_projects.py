@@ -56,7 +56,10 @@ def test_rename_succeeds_renames_sub_projects_and_refuses_a_taken_name(api: Api)
     assert _by_id(api, parent)["basename"] == "Renamed"
     assert _by_id(api, child)["name"] == f"{root}/Renamed/Pr2"
     # another location is a move, not a rename; a name in use is a unique violation
-    assert _code(api, "projects.update", {"project": parent, "name": f"{_name('else')}/Renamed"}) == (400, 408)
+    assert _code(api, "projects.update", {"project": parent, "name": f"{_name('else')}/Renamed"}) == (
+        400,
+        408,
+    )
     assert _code(api, "projects.update", {"project": taken, "name": f"{root}/Renamed"}) == (400, 801)
     assert _code(api, "projects.create", {"name": f"{root}/Renamed/Pr2"}) == (400, 801)
     assert _code(api, "projects.create", {"name": "/"}) == (400, 407)
@@ -154,9 +157,9 @@ def test_get_all_ex_reports_stats_and_own_contents(api: Api) -> None:
     api.ok("tasks.stopped", {"task": done})
     api.ok("models.create", {"name": "m", "uri": "file:///x", "project": top})
 
-    [p] = api.ok(
-        "projects.get_all_ex", {"id": [top], "include_stats": True, "check_own_contents": True}
-    )["projects"]
+    [p] = api.ok("projects.get_all_ex", {"id": [top], "include_stats": True, "check_own_contents": True})[
+        "projects"
+    ]
     active = p["stats"]["active"]
     assert active["status_count"]["stopped"] == 1 and active["total_tasks"] == 1, "archived not counted"
     assert active["total_runtime"] == 1 and active["completed_tasks_24h"] == 1
