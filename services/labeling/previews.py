@@ -7,6 +7,10 @@
 - ``version summary`` (table): one row per file of the version (changed ones first, at most 100):
   status in this version (added, modified, unchanged), rows, first and last reading, share of
   occupied minutes.
+- ``input drift`` (table): PSI and KS of the readings this version adds or changes against the current
+  champion's training data, per input, input change and model feature, with the limits from the
+  training days (:mod:`training.drift`, ``docs/drift.md``); one line in the console log says the
+  verdict, or why there is none (no champion yet, a champion from before drift references).
 """
 
 from __future__ import annotations
@@ -81,3 +85,51 @@ def _summary(files: dict[str, Path], changed: dict[str, str]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("file")
+
+
+DRIFT_TITLE = "input drift"
+
+
+def report_drift(logger: Logger, files: dict[str, Path], project: str, model_name: str | None = None) -> str:
+    """Log the input drift of ``files`` (the readings this version adds or changes) against the
+    current champion's training data (its model package's ``drift_reference``) as the table
+    ``input drift`` and one console line; returns that line. Never raises: no champion yet, a
+    champion trained before drift references, or any failure is said in the table and the line."""
+    try:
+        line, table = _drift(files, project, model_name)
+    except Exception as exc:  # the preview must never fail the version
+        line, table = f"input drift not computed: {type(exc).__name__}: {exc}", None
+    if table is None:
+        table = pd.DataFrame({"input drift": [line]}).set_index("input drift")
+    logger.report_table(title=DRIFT_TITLE, series="against the champion's training data", iteration=0,
+                        table_plot=table)  # fmt: skip
+    logger.report_text(line)
+    return line
+
+
+def _drift(files: dict[str, Path], project: str, model_name: str | None) -> tuple[str, pd.DataFrame | None]:
+    from training.bundle import ModelBundle
+    from training.config import DEFAULTS
+    from training.data import load_dataset_files
+    from training.drift import MIN_READINGS, DriftReference, NoDriftReference, compare
+    from training.registry import ModelRegistry
+
+    if not files:
+        return "input drift: no new readings in this version", None
+    name = model_name or str(DEFAULTS["MODEL_NAME"])
+    champion = ModelRegistry(project, name).read().champion
+    if not champion:
+        return f"input drift: no champion {name} in {project} yet, nothing to compare with", None
+    from clearml import Model
+
+    local = Model(model_id=champion).get_local_copy(extract_archive=True, raise_on_error=True)
+    bundle = ModelBundle.load(Path(local))
+    try:
+        reference = DriftReference.from_metadata(bundle.metadata)
+    except NoDriftReference:
+        return f"input drift: champion {champion} was trained before drift references existed", None
+    frame = load_dataset_files(files)
+    if len(frame) < MIN_READINGS:
+        return f"input drift: {len(frame)} new readings, fewer than the {MIN_READINGS} needed", None
+    report = compare(reference, frame, bundle.schema)
+    return f"input drift against champion {champion}: {report.summary()}", report.table()

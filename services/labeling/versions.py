@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from occupancy_mlops.clearml_api import LABELED_AT
-from services.labeling.previews import PREVIEW_FILES, report_previews
+from services.labeling.previews import PREVIEW_FILES, report_drift, report_previews
 
 if TYPE_CHECKING:
     from clearml import Dataset
@@ -43,6 +43,8 @@ class VersionReport:
     created: bool = True
     previewed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # watch mode: files refused by validation
+    drift: str = ""
+    """The preview's input drift line (against the champion's training data)."""
 
     def describe(self, project: str, name: str) -> str:
         """The lines the CLI prints for this round."""
@@ -61,6 +63,8 @@ class VersionReport:
         ]
         if self.previewed:
             lines.append(f"  preview (scatter plots + tables) of: {', '.join(self.previewed)}")
+        if self.drift:
+            lines.append(f"  {self.drift}")
         return "\n".join(lines)
 
 
@@ -165,6 +169,8 @@ def finalize_or_discard(
     entries = dataset.file_entries_dict
     present = {p: path for p, path in on_disk.items() if p in entries}
     previewed = report_previews(dataset.get_logger(), present, changed, preview_files)
+    new = {p: present[p] for p in changed if p in present}
+    drift = report_drift(dataset.get_logger(), new, dataset.project)
     labeled_at = labeled_moment([present[p] for p in changed if p in present])
     if labeled_at is not None:
         record_labeled_at(dataset, labeled_at)
@@ -182,6 +188,7 @@ def finalize_or_discard(
         tags=sorted(set(tags)),
         previewed=previewed,
         labeled_at=labeled_at,
+        drift=drift,
     )
 
 

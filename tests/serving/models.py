@@ -44,9 +44,15 @@ def expected_probability(light: float, bias_shift: float = 0.0) -> float:
 
 
 def write_bundle(
-    folder: Path, *, bias_shift: float = 0.0, dataset_id: str | None = None, threshold: float = 0.5
+    folder: Path,
+    *,
+    bias_shift: float = 0.0,
+    dataset_id: str | None = None,
+    threshold: float = 0.5,
+    drift_reference: dict[str, Any] | None = None,
 ) -> Path:
-    """A valid model folder (what ``ModelBundle.load`` and serving read)."""
+    """A valid model folder (what ``ModelBundle.load`` and serving read); ``drift_reference``: the
+    ``metadata["drift_reference"]`` of a trained model (:mod:`training.drift`), none by default."""
     folder.mkdir(parents=True, exist_ok=True)
     tiny_model(bias_shift).save(folder / "model.npz")
     metadata: dict[str, Any] = {
@@ -57,6 +63,8 @@ def write_bundle(
     }
     if dataset_id is not None:
         metadata["dataset_id"] = dataset_id
+    if drift_reference is not None:
+        metadata["drift_reference"] = drift_reference
     write_metadata(folder, metadata)
     return folder
 
@@ -94,6 +102,7 @@ def register_bundles(
     tags: list[str] | None = None,
     broken: bool = False,
     thresholds: list[float] | None = None,
+    drift_reference: dict[str, Any] | None = None,
 ) -> list[str]:
     """Register one bundle per bias shift (one child process); their model ids in order.
     ``broken``: packages without ``model.npz`` (serving cannot load them); ``thresholds``: the
@@ -103,7 +112,13 @@ def register_bundles(
     for i, shift in enumerate(bias_shifts):
         folder = home / f"bundle-{name}-{len(list(home.glob('bundle-*')))}-{i}"
         threshold = thresholds[i] if thresholds else 0.5
-        write_bundle(folder, bias_shift=shift, dataset_id=dataset_id, threshold=threshold)
+        write_bundle(
+            folder,
+            bias_shift=shift,
+            dataset_id=dataset_id,
+            threshold=threshold,
+            drift_reference=drift_reference,
+        )
         if broken:
             (folder / "model.npz").unlink()
         models.append(
