@@ -409,8 +409,12 @@ def get_all(ctx: Context, body: Doc) -> Doc:
             return {"projects": []}
         extra.append(lambda d: d["id"] in selected)
     page = run_query(ctx.tx.scan("project"), query, PROJECT_OPTIONS, extra, default_order=["name"])
-    projects = page.items
+    projects = [dict(p) for p in page.items]  # copies: the listed documents are the stored ones
     if ex and projects:
+        for p in projects:  # joined like the real server's get_all_ex: the parent's id and name
+            if p.get("parent"):
+                parent = ctx.tx.get("project", p["parent"])
+                p["parent"] = {"id": p["parent"], "name": parent["name"] if parent else None}
         if body.get("search_hidden"):
             for p in projects:
                 stored = ctx.tx.get("project", p.get("id", ""))

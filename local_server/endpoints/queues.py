@@ -206,7 +206,8 @@ def get_all(ctx: Context, body: Doc) -> Doc:
     if not (body.get("search_hidden") or body.get("id") or body.get("name")):
         extra.append(list_predicate("system_tags", [f"-{t}" for t in HIDDEN_TAGS]))
     page = run_query(ctx.tx.scan("queue"), body, QUEUE_OPTIONS, extra, default_order=["name"])
-    queues = [_limit_entries(q, body.get("max_task_entries")) for q in page.items]
+    # copies: the listed documents are the stored ones
+    queues = [dict(_limit_entries(q, body.get("max_task_entries"))) for q in page.items]
     if ctx.endpoint == "queues.get_all_ex":
         workers = _workers_of(ctx)
         for queue in queues:
@@ -276,7 +277,7 @@ def add_task(ctx: Context, body: Doc) -> Doc:
     if found is None:
         raise errors.invalid_task_id(body["task"])
     enqueue_entry(ctx.tx, queue["id"], body["task"])
-    if body.get("update_execution_queue"):
+    if body.get("update_execution_queue", True):
         doc = copy.deepcopy(found)
         doc["execution"]["queue"] = queue["id"]
         ctx.tx.put("task", doc)

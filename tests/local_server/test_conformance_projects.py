@@ -165,6 +165,9 @@ def test_get_all_ex_reports_stats_and_own_contents(api: Api) -> None:
     assert active["total_runtime"] == 1 and active["completed_tasks_24h"] == 1
     assert [s["name"] for s in p["sub_projects"]] == [f"{root}/p3", f"{root}/p3/p4"]
     assert (p["own_tasks"], p["own_models"]) == (0, 1)
+    [leaf_ex] = api.ok("projects.get_all_ex", {"id": [leaf]})["projects"]
+    assert leaf_ex["parent"]["name"] == f"{root}/p3", "get_all_ex joins the parent's name"
+    assert "stats" not in _by_id(api, top), "listing left the project as it was"
 
 
 def test_task_tags_and_parents_follow_the_projects_filter(api: Api) -> None:

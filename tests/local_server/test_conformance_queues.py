@@ -102,6 +102,9 @@ def test_listings_honour_max_task_entries_and_get_all_ex_names_tasks_and_workers
     api.ok("workers.status_report", {"worker": worker, "task": running, "timestamp": int(time.time() * 1000)})
     [ex] = api.ok("queues.get_all_ex", {"id": [queue]})["queues"]
     assert [e["task"]["id"] for e in ex["entries"]] == tasks
+    [again] = api.ok("queues.get_all_ex", {"id": [queue], "max_task_entries": 2})["queues"]
+    assert [e["task"]["id"] for e in again["entries"]] == tasks[:2], "listing left the queue as it was"
+    assert [e["task"] for e in api.ok("queues.get_by_id", {"queue": queue})["queue"]["entries"]] == tasks
     assert ex["entries"][0]["task"]["name"].startswith("t-")
     [w] = ex["workers"]
     assert w["name"] == worker and w["ip"] == "127.0.0.1" and w["task"]["id"] == running
