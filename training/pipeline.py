@@ -56,8 +56,9 @@ def train_step(frame: Any, eval_frame: Any, dataset_id: str, eval_dataset_id: st
 
 
 def evaluate_step(model_id: str, eval_frame: Any, overrides: str, project: str) -> dict[str, Any]:
-    """Score the challenger and the champion on the evaluation set; submit to the registry or reject
-    (``DEPLOY_MODE`` "direct" in ``overrides``: a passing challenger becomes the champion at once)."""
+    """Score the challenger and the recent champions on each window of the evaluation set (``EVAL_WINDOW``);
+    submit to the registry or reject (``DEPLOY_MODE`` "direct" in ``overrides``: a passing challenger
+    becomes the champion at once)."""
     from training.config import TrainingConfig
     from training.evaluate import GatePolicy
     from training.gate import gate
@@ -69,7 +70,13 @@ def evaluate_step(model_id: str, eval_frame: Any, overrides: str, project: str) 
     decision = gate(
         model_id,
         eval_frame,
-        GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE),
+        GatePolicy(
+            cfg.GATE_FLOOR,
+            cfg.GATE_TOLERANCE,
+            cfg.EVAL_WINDOW,
+            cfg.EVAL_WINDOW_MIN_ROWS,
+            cfg.GATE_RECENT_CHAMPIONS,
+        ),
         project,
         cfg.MODEL_NAME,
         cfg.DEPLOY_MODE,
@@ -80,6 +87,7 @@ def evaluate_step(model_id: str, eval_frame: Any, overrides: str, project: str) 
         "published": decision.publish,
         "reason": decision.reason,
         "accuracy": decision.challenger.accuracy,
+        "windows": [v.as_dict() for v in decision.windows],
         "state": state.state_of(model_id),
         "version": state.version_of(model_id),
     }

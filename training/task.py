@@ -54,7 +54,7 @@ def _report_plots(logger: Any, name: str, labels: Any, proba: Any) -> None:
 
 
 def _report_metrics(logger: Any, name: str, metrics: Metrics) -> None:
-    for key in ("accuracy", "f1", "roc_auc"):
+    for key in ("accuracy", "f1", "roc_auc", "brier", "ece"):
         logger.report_single_value(f"{name}/{key}", getattr(metrics, key))
 
 
@@ -69,12 +69,15 @@ def register_model(task: Any, trained: TrainedModel, folder: Path, tags: list[st
         "dataset_id": meta.get("dataset_id", ""),
         "training_task_id": task.id,
         "validation_accuracy": f"{trained.validation.accuracy:.6f}",
+        "validation_brier": f"{trained.validation.brier:.6f}",
+        "validation_ece": f"{trained.validation.ece:.6f}",
         "feature_names": ",".join(trained.schema.feature_names),
         "history_rows": str(trained.schema.history_rows),
         "versions": json.dumps(meta["versions"]),
     }
     if "evaluation" in meta:
-        flat["eval_accuracy"] = f"{meta['evaluation']['accuracy']:.6f}"
+        for key in ("accuracy", "brier", "ece"):
+            flat[f"eval_{key}"] = f"{meta['evaluation'][key]:.6f}"
     for key, value in flat.items():
         model.set_metadata(key, value, "str")
     return model
@@ -97,7 +100,14 @@ def run(overrides: dict[str, Any] | None = None, project: str = PROJECT) -> dict
     cfg = TrainingConfig.from_mapping(config)
     if not cfg.CLEARML_DATASET_ID:
         raise SystemExit("CLEARML_DATASET_ID is empty: pass --dataset-id or set General/CLEARML_DATASET_ID")
-    GatePolicy(cfg.GATE_FLOOR, cfg.GATE_TOLERANCE)  # fail early on a bad gate setting
+    # fail early on a bad gate setting
+    GatePolicy(
+        cfg.GATE_FLOOR,
+        cfg.GATE_TOLERANCE,
+        cfg.EVAL_WINDOW,
+        cfg.EVAL_WINDOW_MIN_ROWS,
+        cfg.GATE_RECENT_CHAMPIONS,
+    )
     frame = dataset_frame(cfg.CLEARML_DATASET_ID)
     eval_frame = dataset_frame(cfg.EVAL_DATASET_ID) if cfg.EVAL_DATASET_ID else None
     result = train_and_register(task, cfg, frame, eval_frame)
