@@ -113,18 +113,26 @@ class ServingMetrics:
         )
         drift_labels = [*labels, "input"]
         self.drift_gauges = {
-            name: Gauge(
-                f"occupancy_serving_input_drift_{name}",
-                help_text,
-                drift_labels,
-                registry=r,
-                multiprocess_mode="livemostrecent",
+            name.removeprefix("occupancy_serving_input_drift_"): Gauge(
+                name, help_text, drift_labels, registry=r, multiprocess_mode="livemostrecent"
             )
             for name, help_text in (
-                ("psi", "PSI of an input over the recent requests' newest readings vs the training readings"),
-                ("ks", "KS statistic of an input over the recent requests' newest readings vs the training"),
-                ("psi_limit", "PSI above which the input drifts (from the training days' day-to-day PSI)"),
-                ("ks_limit", "KS above which the input drifts (from the training days' day-to-day KS)"),
+                (
+                    "occupancy_serving_input_drift_psi",
+                    "PSI of an input over the recent requests' newest readings vs the training readings",
+                ),
+                (
+                    "occupancy_serving_input_drift_ks",
+                    "KS statistic of an input over the recent requests' newest readings vs the training",
+                ),
+                (
+                    "occupancy_serving_input_drift_psi_limit",
+                    "PSI above which the input drifts (from the training days' day-to-day PSI)",
+                ),
+                (
+                    "occupancy_serving_input_drift_ks_limit",
+                    "KS above which the input drifts (from the training days' day-to-day KS)",
+                ),
             )
         }
         self.drift_readings = Gauge(

@@ -48,10 +48,10 @@ def dashboard() -> dict:
 def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     rule = next(o for o in chart.objects("full") if o["kind"] == "PrometheusRule")
     alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(alerts) == 7, alerts
+    assert len(alerts) == 8, alerts
     result = check_rules(rule["spec"]["groups"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
@@ -102,3 +102,66 @@ def test_dashboard_is_shipped_for_the_grafana_sidecar() -> None:
         "accuracy",
     ):
         assert shown in titles
+
+
+def test_input_drift_alert_fires_on_a_drifted_input_only(tmp_path: Path) -> None:
+    """promtool's rule unit test: Light beyond its PSI limit for 30 minutes alerts (once, naming
+    the input, arm and model version); CO2 within its limits and Light for less than 30 minutes do not."""
+    rule = next(o for o in chart.objects("full") if o["kind"] == "PrometheusRule")
+    groups = [
+        {**g, "rules": [r for r in g["rules"] if r.get("alert") == "OccupancyServingInputDrift"]}
+        for g in rule["spec"]["groups"]
+    ]
+    assert sum(len(g["rules"]) for g in groups) == 1
+    summary = "Input Light of serving arm champion (model version 3) drifted from the model's training data"
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    labels = f'namespace="{chart.NAMESPACE}",endpoint="occupancy",arm="champion",model_version="3"'
+
+    def series(name: str, input_name: str, values: str) -> dict[str, str]:
+        return {"series": f'{name}{{{labels},input="{input_name}"}}', "values": values}
+
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("occupancy_serving_input_drift_psi", "Light", "0.5x20 2.9x60"),
+                    series("occupancy_serving_input_drift_psi_limit", "Light", "2.31x80"),
+                    series("occupancy_serving_input_drift_ks", "Light", "0.2x80"),
+                    series("occupancy_serving_input_drift_ks_limit", "Light", "0.36x80"),
+                    series("occupancy_serving_input_drift_psi", "CO2", "3.0x80"),
+                    series("occupancy_serving_input_drift_psi_limit", "CO2", "6.79x80"),
+                    series("occupancy_serving_input_drift_ks", "CO2", "0.5x80"),
+                    series("occupancy_serving_input_drift_ks_limit", "CO2", "0.8x80"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "40m", "alertname": "OccupancyServingInputDrift", "exp_alerts": []},
+                    {
+                        "eval_time": "55m",
+                        "alertname": "OccupancyServingInputDrift",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "arm": "champion",
+                                    "model_version": "3",
+                                    "input": "Light",
+                                },
+                                "exp_annotations": {
+                                    "summary": summary,
+                                    "description": groups[0]["rules"][0]["annotations"]["description"],
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [promtool(), "test", "rules", "test.yaml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
