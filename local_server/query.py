@@ -56,6 +56,9 @@ class QueryOptions:
     datetime_fields: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()
     text_fields: tuple[str, ...] = ("id", "name")
+    # ordering by a field under these prefixes compares strings with numbers in them as numbers
+    # ("2" < "10"), like the real server's numeric collation for user-defined values
+    numeric_order: tuple[str, ...] = ()
 
 
 TASK_OPTIONS = QueryOptions(
@@ -77,6 +80,7 @@ TASK_OPTIONS = QueryOptions(
     datetime_fields=("status_changed", "last_update", "last_change"),
     fields=("runtime.*",),
     text_fields=("id", "name", "comment", "script.repository"),
+    numeric_order=("execution.parameters.", "last_metrics.", "hyperparams."),
 )
 MODEL_OPTIONS = QueryOptions(
     pattern_fields=("name", "comment"),
@@ -296,6 +300,63 @@ def list_predicate(path: str, data: Any) -> Predicate:
     return match
 
 
+_FILTER_KEYS = frozenset({"any", "all", "op"})
+_FILTER_LIST_KEYS = frozenset({"include", "exclude"})
+
+
+def _empty_check(include: bool) -> Callable[[set[Any]], bool]:
+    return (lambda present: not present) if include else (lambda present: bool(present))
+
+
+def _set_check(wanted: set[Any], is_any: bool, include: bool) -> Callable[[set[Any]], bool]:
+    """``any``: has one of (include) / lacks one of (exclude); ``all``: has all / has none."""
+    if is_any:
+        return (lambda p: bool(p & wanted)) if include else (lambda p: not wanted <= p)
+    return (lambda p: wanted <= p) if include else (lambda p: not p & wanted)
+
+
+def list_filter_predicate(path: str, data: Any) -> Predicate:
+    """A ``filters`` condition of ``get_all_ex`` (the real server's ``ListQueryFilter``):
+    ``{"any": {"include": [...], "exclude": [...]}, "all": {...}, "op": "and" | "or"}``. In ``any``
+    an item matches when it has one of ``include`` or lacks one of ``exclude``; in ``all`` when it has
+    every ``include`` and none of ``exclude``; ``None`` among the values stands for an empty list
+    (included: empty; excluded: not empty). ``op`` combines ``any`` and ``all`` ("and" by default)."""
+    if not isinstance(data, dict):
+        raise errors.validation("invalid filter for field, dictionary expected", field=path, value=str(data))
+    unknown = set(data) - _FILTER_KEYS
+    op = data.get("op", "and")
+    if unknown or op not in ("and", "or"):
+        raise errors.validation("invalid filter", field=path, value=str(data))
+    groups: list[tuple[bool, list[Callable[[set[Any]], bool]]]] = []
+    for name, is_any in (("any", True), ("all", False)):
+        cond = data.get(name)
+        if cond is None:
+            continue
+        if not isinstance(cond, dict) or set(cond) - _FILTER_LIST_KEYS:
+            raise errors.validation("invalid filter", field=path, value=str(data))
+        checks: list[Callable[[set[Any]], bool]] = []
+        for key, include in (("include", True), ("exclude", False)):
+            values = cond.get(key) or []
+            if not isinstance(values, list) or any(v is not None and not isinstance(v, str) for v in values):
+                raise errors.validation("invalid filter values", field=path, value=str(values))
+            if None in values:
+                checks.append(_empty_check(include))
+            wanted = {v for v in values if v is not None}
+            if wanted:
+                checks.append(_set_check(wanted, is_any, include))
+        if checks:
+            groups.append((is_any, checks))
+
+    def match(doc: Doc) -> bool:
+        present = {v for v in _as_list(get_path(doc, path)) if isinstance(v, Hashable)}
+        results = [(any if is_any else all)(c(present) for c in checks) for is_any, checks in groups]
+        if not results:
+            return True
+        return all(results) if op == "and" else any(results)
+
+    return match
+
+
 def _range_predicate(path: str, data: Any) -> Predicate:
     if not isinstance(data, list | tuple) or len(data) != 2:
         raise errors.validation(f"min and max values should be specified for range field {path}")
@@ -371,6 +432,15 @@ def _combined(subs: list[Predicate], combine: Callable[[Iterable[bool]], bool]) 
 def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predicate]:
     """Predicates for every filtering key the entity's whitelist accepts."""
     preds: list[Predicate] = []
+    filters = request.get("filters")
+    if filters is not None and not isinstance(filters, dict):
+        raise errors.fields_value("invalid value type, string expected", field="filters", value=str(filters))
+    filtered: set[str] = set()
+    for spec in options.list_fields:
+        for name in _fields_matching(spec, filters or {}):
+            if filters[name] is not None:  # type: ignore[index]
+                preds.append(list_filter_predicate(name, filters[name]))  # type: ignore[index]
+                filtered.add(name)
     for name in options.pattern_fields:
         pattern = request.get(name)
         if pattern:
@@ -379,7 +449,7 @@ def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predica
             preds.append(_pattern_predicate(name, pattern))
     for spec in options.list_fields:
         for name in _fields_matching(spec, request):
-            if request[name] is not None:
+            if request[name] is not None and name not in filtered:
                 preds.append(list_predicate(name, request[name]))
     for spec in options.range_fields:
         for name in _fields_matching(spec, request):
@@ -436,13 +506,22 @@ def build_filter(request: dict[str, Any], options: QueryOptions) -> list[Predica
 # ---------------------------------------------------------------------------- ordering and paging
 
 
-def _sort_key(value: Any, descending: bool = False) -> tuple[int, Any]:
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _numeric_text_key(text: str) -> tuple[tuple[int, Any], ...]:
+    """A string's key under a numeric collation: runs of digits compare as numbers ("2" < "10")."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)
+
+
+def _sort_key(value: Any, descending: bool = False, numeric: bool = False) -> tuple[int, Any]:
     """Mongo's sort order: null < numbers < strings < objects < arrays < booleans; an array sorts by its
-    smallest element ascending and its largest descending, an empty array before null."""
+    smallest element ascending and its largest descending, an empty array before null. With
+    ``numeric`` strings compare their digit runs as numbers."""
     if value is _MISSING or value is None:
         return (1, 0)
     if isinstance(value, list):
-        keys = [_sort_key(v, descending) for v in value]
+        keys = [_sort_key(v, descending, numeric) for v in value]
         if not keys:
             return (0, 0)
         return max(keys) if descending else min(keys)
@@ -451,23 +530,28 @@ def _sort_key(value: Any, descending: bool = False) -> tuple[int, Any]:
     if isinstance(value, int | float):
         return (2, value)
     if isinstance(value, str):
-        return (3, value)
+        return (3, _numeric_text_key(value)) if numeric else (3, value)
     if isinstance(value, dict):
+        if numeric:  # field by field in stored order, values under the numeric collation
+            return (4, tuple((str(k), _sort_key(v, descending, numeric)) for k, v in value.items()))
         return (4, json.dumps(value, sort_keys=True, default=str))
     return (5, str(value))
 
 
-def _sort_key_of(path: str, descending: bool) -> Callable[[Doc], tuple[int, Any]]:
-    return lambda doc: _sort_key(get_path(doc, path), descending)
+def _sort_key_of(path: str, descending: bool, numeric: bool = False) -> Callable[[Doc], tuple[int, Any]]:
+    return lambda doc: _sort_key(get_path(doc, path), descending, numeric)
 
 
 def _is_empty(value: Any) -> bool:
     return value is _MISSING or value is None or value == "" or value == []
 
 
-def order(docs: list[Doc], order_by: Sequence[str] | str | None) -> list[Doc]:
+def order(
+    docs: list[Doc], order_by: Sequence[str] | str | None, numeric_prefixes: Sequence[str] = ()
+) -> list[Doc]:
     """Sort like the real server: ``id`` is added as the last key, and when the first key is ascending
-    the documents where it is missing or empty come after all others."""
+    the documents where it is missing or empty come after all others. When the first key starts with
+    one of ``numeric_prefixes`` strings are compared with a numeric collation (all keys)."""
     if order_by is not None and not isinstance(order_by, str | list | tuple):
         raise errors.validation("order_by must be a list of field names", field="order_by")
     keys = [order_by] if isinstance(order_by, str) else list(order_by or [])
@@ -479,15 +563,17 @@ def order(docs: list[Doc], order_by: Sequence[str] | str | None) -> list[Doc]:
     if "id" not in keys and "-id" not in keys:
         keys.append("id")
 
+    first = next((k for k in keys if not k.startswith("$")), "")
+    numeric = any(first.lstrip("-+").startswith(p) for p in numeric_prefixes)
+
     def sort(items: list[Doc]) -> list[Doc]:
         result = list(items)
         for key in reversed(keys):  # stable sorts from the least significant key
             descending = key.startswith("-")
             path = key.lstrip("-+")
-            result.sort(key=_sort_key_of(path, descending), reverse=descending)
+            result.sort(key=_sort_key_of(path, descending, numeric), reverse=descending)
         return result
 
-    first = next((k for k in keys if not k.startswith("$")), "")
     if first and not first.startswith("-"):
         path = first.lstrip("+")
         filled = [d for d in docs if not _is_empty(get_path(d, path))]
@@ -586,6 +672,8 @@ def project(doc: Doc, only_fields: Iterable[str] | None) -> Doc:
         return doc
     excludes = [f[1:] for f in wanted if f.startswith("-")]
     includes = [f for f in wanted if not f.startswith("-")]
+    if "*" in includes:  # every field (the real server expands "*" to all of the document's fields)
+        includes = []
     if includes:
         out: Doc = {"id": doc.get("id")}
         for path in includes:
@@ -638,7 +726,7 @@ def run_query(
 ) -> Page:
     preds = [*build_filter(request, options), *extra]
     matched = [d for d in docs if all(p(d) for p in preds)]
-    ordered = order(matched, request.get("order_by") or list(default_order))
+    ordered = order(matched, request.get("order_by") or list(default_order), options.numeric_order)
     page = paginate(ordered, request)
     projection = request.get("projection") or request.get("only_fields")
     page.items = [project(d, projection) for d in page.items]

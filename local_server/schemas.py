@@ -74,7 +74,7 @@ EXECUTION = Shape(
         "parameters": OBJ,
         "model": STR,
         "model_desc": OBJ,
-        "model_labels": MapOf(INT),
+        "model_labels": MapOf(NUM),  # the real server turns 1.0 into 1
         "framework": STR,
         "docker_cmd": STR,
         "artifacts": ListOf(ARTIFACT),
@@ -310,7 +310,7 @@ REQUESTS: dict[str, Request] = {
     ),
     # tasks
     "tasks.create": _req(("name", "type"), TASK_FIELDS),
-    "tasks.edit": _task(common=TASK_FIELDS, force=BOOL),
+    "tasks.edit": _task(common=TASK_FIELDS, force=BOOL, status=STR),
     "tasks.update": _task(
         name=STR,
         tags=TAGS,
@@ -381,8 +381,51 @@ REQUESTS: dict[str, Request] = {
         include_pipeline_steps=BOOL,
     ),
     "tasks.archive_many": _req(("ids",), ids=ListOf(STR, lone=True), status_reason=STR, status_message=STR),
+    "tasks.stop_many": _req(
+        ("ids",), ids=ListOf(STR, lone=True), status_reason=STR, status_message=STR, force=BOOL
+    ),
+    "tasks.publish_many": _req(
+        ("ids",),
+        ids=ListOf(STR, lone=True),
+        status_reason=STR,
+        status_message=STR,
+        force=BOOL,
+        publish_model=BOOL,
+    ),
+    "tasks.enqueue_many": _req(
+        ("ids",),
+        ids=ListOf(STR, lone=True),
+        status_reason=STR,
+        status_message=STR,
+        queue=STR,
+        queue_name=STR,
+        validate_tasks=BOOL,
+        verify_watched_queue=BOOL,
+    ),
+    "tasks.dequeue_many": _req(
+        ("ids",),
+        ids=ListOf(STR, lone=True),
+        status_reason=STR,
+        status_message=STR,
+        new_status=STR,
+        remove_from_all_queues=BOOL,
+    ),
+    "tasks.reset_many": _req(
+        ("ids",),
+        ids=ListOf(STR, lone=True),
+        status_reason=STR,
+        status_message=STR,
+        force=BOOL,
+        clear_all=BOOL,
+        return_file_urls=BOOL,
+        delete_output_models=BOOL,
+        delete_external_artifacts=BOOL,
+    ),
     "tasks.unarchive_many": _req(("ids",), ids=ListOf(STR, lone=True), status_reason=STR, status_message=STR),
     "tasks.move": _req(("ids",), ids=ListOf(STR, lone=True), project=STR, project_name=STR),
+    "tasks.validate": _req(("name", "type"), TASK_FIELDS),
+    "tasks.make_public": _req(("ids",), ids=ListOf(STR, lone=True)),
+    "tasks.make_private": _req(("ids",), ids=ListOf(STR, lone=True)),
     "tasks.edit_hyper_params": _task(
         hyperparams=HYPERPARAMS, replace_hyperparams=Enum("none", "section", "all"), force=BOOL
     ),
@@ -423,11 +466,18 @@ REQUESTS: dict[str, Request] = {
     "models.get_by_task_id": _task(),
     "models.get_all": _MODEL_QUERY,
     "models.get_all_ex": _MODEL_QUERY.extend(include_stats=BOOL),
+    "models.get_by_id_ex": _MODEL_QUERY,
+    "models.get_frameworks": _req(projects=STRS),
+    "models.make_public": _req(("ids",), ids=ListOf(STR, lone=True)),
+    "models.make_private": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.set_ready": _model(publish_task=BOOL, force_publish_task=BOOL),
     "models.publish_many": _req(
-        ("ids",), ids=ListOf(STR, lone=True), publish_tasks=BOOL, force_publish_task=BOOL
+        ("ids",), ids=ListOf(STR, lone=True), publish_task=BOOL, publish_tasks=BOOL, force_publish_task=BOOL
     ),
     "models.delete": _model(force=BOOL),
+    "models.delete_many": _req(
+        ("ids",), ids=ListOf(STR, lone=True), force=BOOL, delete_external_artifacts=BOOL
+    ),
     "models.archive_many": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.unarchive_many": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.add_or_update_metadata": _model("metadata", metadata=METADATA, replace_metadata=BOOL),

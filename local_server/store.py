@@ -176,6 +176,7 @@ class Transaction:
         self._store = store
         self._pending: dict[tuple[str, str], Doc | None] = {}
         self._events: list[tuple[str, str, str]] = []
+        self._event_deletes: list[tuple[str, tuple[str, ...] | None]] = []  # (task, types or all)
 
     def get(self, kind: str, doc_id: str) -> Doc | None:
         """The stored document, read-only: use :meth:`mutable` to change it."""
@@ -204,11 +205,11 @@ class Transaction:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Writes made inside are dropped when it raises (one item of a ``*_many`` batch call)."""
-        pending, events = dict(self._pending), list(self._events)
+        pending, events, deletes = dict(self._pending), list(self._events), list(self._event_deletes)
         try:
             yield
         except BaseException:
-            self._pending, self._events = pending, events
+            self._pending, self._events, self._event_deletes = pending, events, deletes
             raise
 
     def put(self, kind: str, doc: Doc) -> None:
@@ -223,6 +224,18 @@ class Transaction:
         except ValueError as exc:  # NaN or Infinity: never written
             raise errors.validation(f"the event cannot be stored: {exc}") from exc
 
+    def delete_events(self, task: str, types: Iterable[str] | None = None) -> int:
+        """Delete a task's events (of ``types``, or all) at commit; returns how many there were."""
+        kinds = None if types is None else tuple(types)
+        count = len(self.events(task, kinds))
+        self._event_deletes.append((task, kinds))
+        self._events = [
+            (t, etype, body)
+            for (t, etype, body) in self._events
+            if not (t == task and (kinds is None or etype in kinds))
+        ]
+        return count
+
     def events(self, task: str, types: Iterable[str] | None = None) -> list[Doc]:
         """Stored events of a task, then those this transaction added (in order)."""
         wanted = None if types is None else set(types)
@@ -231,10 +244,14 @@ class Transaction:
             for (t, etype, body) in self._events
             if t == task and (wanted is None or etype in wanted)
         ]
-        return self._store.events(task, types) + pending
+        stored = self._store.events(task, types)
+        for t, kinds in self._event_deletes:
+            if t == task:
+                stored = [] if kinds is None else [e for e in stored if e.get("type") not in kinds]
+        return stored + pending
 
     def _commit(self) -> None:
-        if not self._pending and not self._events:
+        if not self._pending and not self._events and not self._event_deletes:
             return
         check = self._store.check
         rows: list[tuple[str, str, str | None]] = []
@@ -255,6 +272,12 @@ class Transaction:
                     db.execute(
                         "INSERT OR REPLACE INTO docs (kind, id, body) VALUES (?, ?, ?)", (kind, doc_id, body)
                     )
+            for task, kinds in self._event_deletes:
+                if kinds is None:
+                    db.execute("DELETE FROM events WHERE task=?", (task,))
+                else:
+                    marks = ",".join("?" * len(kinds))
+                    db.execute(f"DELETE FROM events WHERE task=? AND type IN ({marks})", (task, *kinds))
             if self._events:
                 db.executemany("INSERT INTO events (task, type, body) VALUES (?, ?, ?)", self._events)
             db.execute("COMMIT")

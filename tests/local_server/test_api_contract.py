@@ -99,8 +99,13 @@ def test_status_machine_and_force(api):
     code, subcode, _ = api.error("tasks.enqueue", {"task": task, "queue": queue})
     assert (code, subcode) == (400, 110)
     api.ok("tasks.publish", {"task": task})
-    code, subcode, _ = api.error("tasks.edit", {"task": task, "comment": "no", "force": True})
-    assert (code, subcode) == (400, 113), "a published task is frozen"
+    code, subcode, _ = api.error("tasks.edit", {"task": task, "comment": "no"})
+    assert (code, subcode) == (400, 110), "a published task needs force, like any non-draft"
+    code, subcode, _ = api.error(
+        "tasks.edit_hyper_params",
+        {"task": task, "hyperparams": [{"section": "Args", "name": "x", "value": "1"}], "force": True},
+    )
+    assert (code, subcode) == (400, 110), "parameters of a published task are frozen, even with force"
 
 
 def test_failed_call_changes_nothing(api):

@@ -308,7 +308,8 @@ def _objects(api: Api) -> dict[str, Any]:
     api.ok("queues.create", {"name": "q" * 100_000})
     api.ok("tasks.enqueue", {"task": queued, "queue": queue})
     model = api.ok(
-        "models.create", {"name": "m" * 100_000, "uri": "file:///m.bin", "project": project, "task": task}
+        "models.create",
+        {"name": "m" * 100_000, "uri": "file:///m.bin", "project": project, "task": task, "ready": False},
     )["id"]
     api.ok(
         "models.add_or_update_metadata",

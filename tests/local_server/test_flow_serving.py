@@ -447,7 +447,8 @@ def test_edit_updates_embedded_documents_like_the_real_server(server: LocalServe
     assert [a["key"] for a in task["execution"]["artifacts"]] == ["py_code_x"]
     assert task["execution"]["model_labels"] == {"occupied": 1}
     assert (task["script"]["entry_point"], task["script"]["diff"]) == ("serve.py", "x")
-    assert task["models"]["output"] == [{"name": "out", "model": mid}]
+    # (add_or_update_model also stamps the entry with ``updated``, as the real server does)
+    assert [(m["name"], m["model"]) for m in task["models"]["output"]] == [("out", mid)]
     assert task["models"]["input"] == [{"name": "occupancy", "model": mid}]
 
     # a key that is sent replaces the stored value (the SDK sends the whole execution it reloaded)
