@@ -2,8 +2,9 @@
 
 Stage 1: start the local server, cut the training week into one labeled CSV per day (as a labeling
 tool would deliver them), make one dataset version per labeling round (each a child of the previous
-one, tagged with its day) and print what every version added, changed and removed. ``datatest.txt``
-becomes the fixed evaluation set of the gate.
+one, tagged with its day) and print what every version added, changed and removed. ``datatest.txt``,
+cut into one file per day, becomes the fixed evaluation set of the gate: each file is an evaluation
+window, on which a challenger may not lose more than the tolerance.
 Stage 2: the retraining pipeline (preprocess → train → evaluate + gate) runs on the latest version,
 its steps executed by a real clearml-agent; the first model clears the floor and becomes champion.
 Stage 3: the whole loop (:mod:`occupancy_mlops.live_loop`). The trigger scheduler, two agents
@@ -109,6 +110,8 @@ class DemoResult:
     versions: list[VersionReport]
     eval_dataset_id: str
     verdict: dict[str, Any] | None = None  # the gate's verdict on the first trained model
+    gate_windows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Model id -> the gate's table per evaluation window (window, rows, accuracy, champion's...)."""
     timeline: list[VersionTimeline] = field(default_factory=list)  # stage 3, every version
     report: Path | None = None  # stage 3: report.md with its figures
     replay: ReplayStats | None = None  # stage 3: what the replay client sent and got back
@@ -158,8 +161,29 @@ def _train_first_champion(
                 "published": bool(model.get("ready")),
                 "reason": meta.get("gate_reason", ""),
                 "accuracy": float(meta.get("eval_accuracy", "nan")),
+                "windows": json.loads(meta.get("gate_windows") or "[]"),
             }
     raise RuntimeError(f"no gated model for dataset {dataset_id}; see {workdir / 'pipeline.log'}")
+
+
+def gate_windows(api: ClearmlApi, model_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """The gate's reason and its table per evaluation window, from the model's metadata."""
+    model = api.call("models.get_by_id", model=model_id)["model"]
+    meta = {k: v.get("value") for k, v in (model.get("metadata") or {}).items()}
+    return str(meta.get("gate_reason") or ""), json.loads(meta.get("gate_windows") or "[]")
+
+
+def windows_line(windows: list[dict[str, Any]]) -> str:
+    """``2015-02-02.csv 95.87 % (champion 95.87 %), ...``; a window the challenger lost is marked."""
+    parts = []
+    for w in windows:
+        text = f"{w['window']} {w['accuracy']:.2%}"
+        if "champion_accuracy" in w:
+            text += f" (champion {w['champion_accuracy']:.2%})"
+        if not w.get("passed", True):
+            text += " [red]lost[/red]"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def _ensure_queue(name: str) -> None:
@@ -177,6 +201,7 @@ def _live_rounds(
     replay_frame: Any,
     console: Console,
     sdk_log: Path,
+    windows: dict[str, list[dict[str, Any]]],
 ) -> tuple[list[VersionReport], list[VersionTimeline], Path, ReplayStats]:
     """Stage 3: the whole loop runs; each later day is a Production labeling round whose model is
     retrained, gated, deployed as a canary under replayed traffic and promoted or rolled back. The
@@ -243,6 +268,11 @@ def _live_rounds(
                     f"{label}: model {(model_id or '-')[:8]} → [{colour}]{outcome}[/{colour}]"
                     + (f" ({state.reasons.get(model_id, '')})" if model_id else "")
                 )
+                if model_id:
+                    reason, windows[model_id] = gate_windows(api, model_id)
+                    console.print(f"  gate per evaluation window: {windows_line(windows[model_id])}")
+                    if outcome != "rejected":
+                        console.print(f"  gate: {reason}")
             status.update("traffic on the final champion")
             time.sleep(AFTER_SECONDS)
         stats = replay.stats
@@ -389,7 +419,8 @@ def run_demo(
         labeled.mkdir()
         evaluation = workdir / "evaluation"
         evaluation.mkdir()
-        shutil.copy2(source / "datatest.txt", evaluation / "datatest.txt")
+        # one file per day: each is an evaluation window of the gate (EVAL_WINDOW "file")
+        eval_days = split_by_day(load_occupancy_file(source / "datatest.txt"), evaluation)
         reports = []
         sdk_log = workdir / "clearml-sdk.log"
         with console.status("creating dataset versions") as status, _quiet(sdk_log):
@@ -400,6 +431,12 @@ def run_demo(
                 reports.append(sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}"]))
         console.print(f"[dim]ClearML SDK output: {sdk_log}[/dim]")
         console.print(versions_table(reports))
+        console.print(
+            f"Evaluation set {PROJECT}/{EVAL_DATASET}: datatest.txt as {len(eval_days)} daily files "
+            f"({', '.join(p.name for p in eval_days)}); the gate scores every model on each file and "
+            "refuses one that loses more than the tolerance on any of them, or against the best of the "
+            "last 3 champions."
+        )
         result = DemoResult(reports, eval_id)
         if train:
             with console.status("retraining pipeline on the latest version: steps run by a clearml-agent"):
@@ -411,6 +448,7 @@ def run_demo(
                 + ("[green]published, champion[/green]" if v["published"] else "[red]rejected[/red]")
                 + f" ({v['reason']})"
             )
+            result.gate_windows[v["model_id"]] = v["windows"]
         if later:
             console.print(
                 f"Now the loop runs by itself: {len(later)} more day(s) arrive as labeling rounds tagged "
@@ -418,7 +456,7 @@ def run_demo(
             )
             replay_frame = load_occupancy_file(source / "datatest.txt")
             new_reports, result.timeline, result.report, result.replay = _live_rounds(
-                workdir, env, later, labeled, eval_id, replay_frame, console, sdk_log
+                workdir, env, later, labeled, eval_id, replay_frame, console, sdk_log, result.gate_windows
             )
             result.versions += new_reports
             console.print(

@@ -32,6 +32,12 @@ def test_demo_versions_first_champion_then_the_loop_rolls_a_faulty_canary_back(
     assert all(r.delta_bytes > 0 and not r.modified and not r.removed for r in reports)
     assert result.verdict is not None and result.verdict["published"], result.verdict
     assert "first model" in result.verdict["reason"]
+    # the evaluation set is datatest.txt as one file per day: the gate scored every day as a window
+    days = ["2015-02-02.csv", "2015-02-03.csv", "2015-02-04.csv"]
+    assert [w["window"] for w in result.verdict["windows"]] == days
+    assert [w["rows"] for w in result.verdict["windows"]] == [581, 1440, 644]
+    assert all(0.9 < w["accuracy"] <= 1.0 and w["brier"] < 0.1 for w in result.verdict["windows"])
+    assert "2015-02-03.csv" in result.verdict["reason"]
     text = out.getvalue()
     assert "Dataset versions of Occupancy/room-sensors" in text
     assert reports[2].dataset_id[:8] in text
@@ -44,6 +50,9 @@ def test_demo_versions_first_champion_then_the_loop_rolls_a_faulty_canary_back(
     assert auto.run_status == "completed", auto
     assert auto.verdict in ("published", "rejected") and auto.accuracy is not None
     assert auto.champion_accuracy is not None, "the challenger was compared with the published champion"
+    windows = result.gate_windows[auto.model_id]
+    assert [w["window"] for w in windows] == days and all("champion_accuracy" in w for w in windows)
+    assert "gate per evaluation window: 2015-02-02.csv" in text
     assert auto.finalized and auto.launched and auto.decided
     assert auto.finalized <= auto.launched <= auto.decided
     assert rows[reports[1].dataset_id].run_id is None, "an untagged version is not launched"
