@@ -180,15 +180,19 @@ def deploy(
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
     canary_weight: float | None = None,
+    drift_reference: dict[str, Any] | None = None,
 ) -> Iterator[Deployment]:
     """A serving service with the first bundle as champion (and the second as canary at
-    ``canary_weight``), its inference server started and ready; stopped at the end."""
+    ``canary_weight``), its inference server started and ready; stopped at the end.
+    ``drift_reference``: the bundles' ``metadata["drift_reference"]`` (none by default)."""
     from tests.conftest import client_env
     from tests.serving.models import register_bundles
 
     env = serving_env(client_env(local, home / "client"))
     service_id = setup_service(env, project, service)
-    ids = register_bundles(env, project, "occupancy-mlp", bias_shifts, dataset_id="ds-42")
+    ids = register_bundles(
+        env, project, "occupancy-mlp", bias_shifts, dataset_id="ds-42", drift_reference=drift_reference
+    )
     canary = ids[1] if len(ids) > 1 else None
     if canary_weight is not None and canary is not None:
         assert apply_arms(env, service_id, (ids[0], "1"), (canary, "2"), canary_weight)

@@ -19,6 +19,9 @@ import requests
 from local_server import LocalServer
 from tests.serving.server import READING, Deployment, deploy
 from tests.serving.test_corpus import _metric
+from training.data import load_labeled
+from training.drift import build_reference
+from training.features import DEFAULT_SCHEMA
 
 N = 300
 MAX_ROUNDS = 8
@@ -31,8 +34,9 @@ def faults_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def deployment(
-    server: LocalServer, tmp_path_factory: pytest.TempPathFactory, faults_file: Path
+    server: LocalServer, tmp_path_factory: pytest.TempPathFactory, faults_file: Path, occupancy_dir: Path
 ) -> Iterator[Deployment]:
+    reference = build_reference(load_labeled([occupancy_dir / "datatraining.txt"]), DEFAULT_SCHEMA)
     with deploy(
         server,
         tmp_path_factory.mktemp("serving-metrics"),
@@ -40,8 +44,13 @@ def deployment(
         "metrics-serving",
         [0.0, -3.0],
         workers=2,
-        extra_env={"OCCUPANCY_SERVING_FAULTS_FILE": str(faults_file)},
+        extra_env={
+            "OCCUPANCY_SERVING_FAULTS_FILE": str(faults_file),
+            "OCCUPANCY_SERVING_DRIFT_EVERY": "5",
+            "OCCUPANCY_SERVING_DRIFT_MIN_READINGS": "10",
+        },
         canary_weight=0.5,
+        drift_reference=reference.to_dict(),
     ) as d:
         yield d
 
@@ -191,3 +200,28 @@ def test_injected_faults_hit_the_canary_only(deployment: Deployment, faults_file
     faults_file.unlink()
     time.sleep(1.5)
     assert all(srv.post(READING).status_code == 200 for _ in range(20))
+
+
+def test_input_drift_gauges_of_both_arms(deployment: Deployment) -> None:
+    """Every request sends the same lit reading (426 lux): its Light is far from the training week's
+    spread, so each arm's Light PSI (set every 5 requests by the worker that served them) is above
+    its limit; any worker answers the scrape with the same one series per input and arm."""
+    srv = deployment.server
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: _predict(srv.url, i), range(120)))
+    inputs = ("Temperature", "Humidity", "Light", "CO2", "HumidityRatio")
+    for _ in range(4):
+        text = scrape(srv.url)
+        for arm, version in (("champion", "1"), ("canary", "2")):
+            for name in inputs:
+                labels = {"arm": arm, "model_version": version, "input": name}
+                assert _metric(text, "occupancy_serving_input_drift_psi_limit", **labels) > 0, (arm, name)
+                assert 0 < _metric(text, "occupancy_serving_input_drift_ks", **labels) <= 1, (arm, name)
+            light = {"arm": arm, "model_version": version, "input": "Light"}
+            psi = _metric(text, "occupancy_serving_input_drift_psi", **light)
+            assert psi > _metric(text, "occupancy_serving_input_drift_psi_limit", **light), (arm, psi)
+            assert (
+                _metric(text, "occupancy_serving_input_drift_readings", arm=arm, model_version=version) >= 10
+            )
+        series = [line for line in text.splitlines() if line.startswith("occupancy_serving_input_drift_psi{")]
+        assert len(series) == 2 * len(inputs), series
