@@ -11,10 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.serving.drift import DriftSettings
+from services.serving.drift import DriftSettings, InputWindow
 from tests.serving.models import write_bundle
 from training.bundle import write_metadata
 from training.data import SENSOR_COLUMNS, TIME_COLUMN, load_labeled
@@ -68,6 +69,7 @@ def run_worker(metrics_dir: Path, model: Path, readings: Path, version: str, sho
         **os.environ,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "OCCUPANCY_SERVING_DRIFT_EVERY": "60",
+        "OCCUPANCY_SERVING_DRIFT_SECONDS": "0",
     }
     args = [sys.executable, "-c", WORKER, str(model), str(readings), version, *(["show"] if show else [])]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
@@ -132,7 +134,7 @@ def test_a_model_without_reference_exports_no_drift_and_serves(days, tmp_path):
 
 
 def test_settings_are_checked():
-    assert DriftSettings.from_env({}) == DriftSettings(1440, 60, 360)
+    assert DriftSettings.from_env({}) == DriftSettings(1440, 60, 360, 10.0)
     assert (
         DriftSettings.from_env(
             {"OCCUPANCY_SERVING_DRIFT_WINDOW": "100", "OCCUPANCY_SERVING_DRIFT_MIN_READINGS": "50"}
@@ -146,6 +148,19 @@ def test_settings_are_checked():
         ),
         ({"OCCUPANCY_SERVING_DRIFT_EVERY": "0"}, "OCCUPANCY_SERVING_DRIFT_EVERY=0 must be at least 1"),
         ({"OCCUPANCY_SERVING_DRIFT_WINDOW": "100"}, "must not exceed OCCUPANCY_SERVING_DRIFT_WINDOW"),
+        ({"OCCUPANCY_SERVING_DRIFT_SECONDS": "-1"}, "OCCUPANCY_SERVING_DRIFT_SECONDS=-1 must be a finite"),
     ):
         with pytest.raises(ValueError, match=message):
             DriftSettings.from_env(env)
+
+
+def test_the_drift_is_computed_at_most_every_few_seconds(model):
+    """Under heavy traffic the window is judged once per ``seconds``, not every ``every`` requests."""
+    from training.bundle import ModelBundle
+
+    window = InputWindow.for_model(ModelBundle.load(model).metadata, DriftSettings(100, 5, 10, 3600.0))
+    assert window is not None
+    reading = np.array([21.0, 27.0, 426.0, 721.0, 0.0048])
+    due = [window.add(reading) for _ in range(200)]
+    assert due.index(True) == 9 and due.count(True) == 1 and window.filled == 100
+    assert {d.input for d in window.drift()} == {"Temperature", "Humidity", "Light", "CO2", "HumidityRatio"}

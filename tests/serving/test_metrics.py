@@ -48,6 +48,7 @@ def deployment(
             "OCCUPANCY_SERVING_FAULTS_FILE": str(faults_file),
             "OCCUPANCY_SERVING_DRIFT_EVERY": "5",
             "OCCUPANCY_SERVING_DRIFT_MIN_READINGS": "10",
+            "OCCUPANCY_SERVING_DRIFT_SECONDS": "0",
         },
         canary_weight=0.5,
         drift_reference=reference.to_dict(),
