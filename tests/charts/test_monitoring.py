@@ -165,3 +165,26 @@ def test_input_drift_alert_fires_on_a_drifted_input_only(tmp_path: Path) -> None
         [promtool(), "test", "rules", "test.yaml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serving_gets_the_input_drift_settings_it_accepts(tmp_path: Path) -> None:
+    from services.serving.drift import DriftSettings
+
+    result = chart.try_render(
+        {"serving": {"inputDrift": {"window": 720, "seconds": 2.5}}}, tmp_path, base="full"
+    )
+    assert result.returncode == 0, result.stderr
+    serving = next(
+        o
+        for o in yaml.safe_load_all(result.stdout)
+        if o and o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving")
+    )
+    env = {
+        e["name"]: e["value"]
+        for e in serving["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "value" in e
+    }
+    assert DriftSettings.from_env(env) == DriftSettings(window=720, every=60, min_readings=360, seconds=2.5)
+    result = chart.try_render({"serving": {"inputDrift": {"window": 100}}}, tmp_path, base="full")
+    assert result.returncode != 0
+    assert "serving.inputDrift: minReadings 360 is above window 100" in result.stderr
