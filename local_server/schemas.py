@@ -100,6 +100,7 @@ METADATA_ITEM = Shape({"key": STR, "type": STR, "value": STR}, required=("key",)
 METADATA = OneOf(ListOf(METADATA_ITEM), MapOf(OneOf(METADATA_ITEM, STR, NUM, BOOL)))
 MULTI_FIELD = Shape({"fields": STRS, "pattern": STR, "datetime": ListOf(STR, lone=True)})
 EVENT_METRICS = ListOf(Shape({"task": STR, "metric": STR, "variants": STRS}))
+TASK_METRIC = Shape({"task": STR, "metric": STR, "variants": STRS}, required=("task",))
 
 STATUS_CHANGE = Request(
     {"task": STR, "force": BOOL, "status_reason": STR, "status_message": STR}, required=("task",)
@@ -202,9 +203,11 @@ EVENT = Shape(
         "plot_str": STR,
         "url": STR,
         "x_axis_label": STR,
+        "model_event": BOOL,
+        "allow_locked": BOOL,
+        "model": STR,
     },
-    required=("task", "type"),
-)
+)  # an event without task or type is counted in errors_info, as on the real server
 
 
 def _req(required: tuple[str, ...] = (), common: dict[str, Spec] | None = None, **fields: Spec) -> Request:
@@ -297,12 +300,30 @@ REQUESTS: dict[str, Request] = {
     "projects.delete": _req(
         ("project",), project=STR, force=BOOL, delete_contents=BOOL, delete_external_artifacts=BOOL
     ),
-    "projects.get_hyper_parameters": _req(
-        ("project",), project=STR, page=INT, page_size=INT, include_subprojects=BOOL
-    ),
+    "projects.get_hyper_parameters": _req(project=STR, page=INT, page_size=INT, include_subprojects=BOOL),
     "projects.get_task_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
     "projects.get_model_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
     "projects.validate_delete": _req(("project",), project=STR),
+    "projects.get_unique_metric_variants": _req(
+        project=STR, include_subprojects=BOOL, ids=STRS, model_metrics=BOOL
+    ),
+    "projects.get_model_metadata_keys": _req(project=STR, include_subprojects=BOOL, page=INT, page_size=INT),
+    "projects.get_model_metadata_values": _req(
+        ("key",), key=STR, projects=STRS, include_subprojects=BOOL, allow_public=BOOL, page=INT, page_size=INT
+    ),
+    "projects.get_hyperparam_values": _req(
+        ("section", "name"),
+        section=STR,
+        name=STR,
+        pattern=STR,
+        projects=STRS,
+        include_subprojects=BOOL,
+        allow_public=BOOL,
+        page=INT,
+        page_size=INT,
+    ),
+    "projects.get_project_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
+    "projects.get_user_names": _req(projects=STRS, include_subprojects=BOOL, entity=Enum("task", "model")),
     "projects.move": _req(("project",), project=STR, new_location=STR),
     "projects.merge": _req(("project",), project=STR, destination_project=STR),
     "projects.get_task_parents": _req(
@@ -468,6 +489,7 @@ REQUESTS: dict[str, Request] = {
     "models.get_all_ex": _MODEL_QUERY.extend(include_stats=BOOL),
     "models.get_by_id_ex": _MODEL_QUERY,
     "models.get_frameworks": _req(projects=STRS),
+    "models.move": _req(("ids",), ids=ListOf(STR, lone=True), project=STR, project_name=STR),
     "models.make_public": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.make_private": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.set_ready": _model(publish_task=BOOL, force_publish_task=BOOL),
@@ -539,8 +561,13 @@ REQUESTS: dict[str, Request] = {
     "workers.get_metric_keys": _req(worker_ids=STRS),
     # events (events.add_batch: every line is checked with EVENT)
     "events.add_batch": _req(requests=ListOf(EVENT)),
+    "events.add": Request(EVENT.fields),
     "events.get_task_log": _task(
-        batch_size=Int(1, 10_000), navigate_earlier=BOOL, from_timestamp=NUM, order=Enum("asc", "desc")
+        batch_size=Int(1, 10_000),
+        navigate_earlier=BOOL,
+        from_timestamp=NUM,
+        order=Enum("asc", "desc"),
+        metrics=EVENT_METRICS,
     ),
     "events.get_task_events": _task(
         order=Enum("asc", "desc"),
@@ -549,21 +576,106 @@ REQUESTS: dict[str, Request] = {
         event_type=STR,
         model_events=BOOL,
         metrics=EVENT_METRICS,
+        count_total=BOOL,
     ),
-    "events.get_task_plots": _task(iters=INT, scroll_id=STR, metrics=EVENT_METRICS, no_scroll=BOOL),
+    "events.get_task_plots": _task(
+        iters=Int(1, 10_000), scroll_id=STR, metrics=EVENT_METRICS, no_scroll=BOOL, model_events=BOOL
+    ),
     "events.get_task_latest_scalar_values": _task(),
     "events.get_multi_task_plots": _req(
-        ("tasks",), tasks=ListOf(STR, lone=True), iters=INT, scroll_id=STR, no_scroll=BOOL
+        ("tasks",),
+        tasks=ListOf(STR, lone=True),
+        iters=Int(1, 10_000),
+        scroll_id=STR,
+        no_scroll=BOOL,
+        metrics=EVENT_METRICS,
+        last_iters_per_task_metric=BOOL,
+        model_events=BOOL,
     ),
     "events.debug_images": _req(
-        metrics=EVENT_METRICS, task=STR, iters=INT, navigate_earlier=BOOL, refresh=BOOL, scroll_id=STR
+        metrics=ListOf(TASK_METRIC),
+        task=STR,
+        iters=Int(1, 10_000),
+        navigate_earlier=BOOL,
+        refresh=BOOL,
+        scroll_id=STR,
+        model_events=BOOL,
+    ),
+    "events.plots": _req(
+        ("metrics",),
+        metrics=ListOf(TASK_METRIC),
+        iters=Int(1, 10_000),
+        navigate_earlier=BOOL,
+        refresh=BOOL,
+        scroll_id=STR,
+        model_events=BOOL,
     ),
     "events.get_debug_image_sample": _req(
-        task=STR, metric=STR, variant=STR, iteration=INT, refresh=BOOL, scroll_id=STR
+        ("task", "metric", "variant"),
+        task=STR,
+        metric=STR,
+        variant=STR,
+        iteration=INT,
+        refresh=BOOL,
+        scroll_id=STR,
+        navigate_current_metric=BOOL,
+        model_events=BOOL,
+    ),
+    "events.next_debug_image_sample": _task(
+        "scroll_id", scroll_id=STR, navigate_earlier=BOOL, next_iteration=BOOL, model_events=BOOL
+    ),
+    "events.get_plot_sample": _task(
+        "metric",
+        metric=STR,
+        iteration=INT,
+        refresh=BOOL,
+        scroll_id=STR,
+        navigate_current_metric=BOOL,
+        model_events=BOOL,
+    ),
+    "events.next_plot_sample": _task(
+        "scroll_id", scroll_id=STR, navigate_earlier=BOOL, next_iteration=BOOL, model_events=BOOL
     ),
     "events.scalar_metrics_iter_histogram": _task(
-        samples=INT, key=Enum("iter", "timestamp", "iso_time"), metrics=EVENT_METRICS
+        samples=INT, key=Enum("iter", "timestamp", "iso_time"), metrics=EVENT_METRICS, model_events=BOOL
+    ),
+    "events.multi_task_scalar_metrics_iter_histogram": _req(
+        ("tasks",),
+        tasks=ListOf(STR, lone=True),
+        samples=INT,
+        key=Enum("iter", "timestamp", "iso_time"),
+        metrics=EVENT_METRICS,
+        model_events=BOOL,
+    ),
+    "events.scalar_metrics_iter_raw": _req(
+        (),  # task and metric are required unless scroll_id is given
+        task=STR,
+        batch_size=INT,
+        key=Enum("iter", "timestamp", "iso_time"),
+        metric=Shape({"metric": STR, "variants": STRS}, required=("metric",)),
+        count_total=BOOL,
+        scroll_id=STR,
+        model_events=BOOL,
+    ),
+    "events.get_task_single_value_metrics": _req(
+        ("tasks",), tasks=ListOf(STR, lone=True), metrics=EVENT_METRICS, model_events=BOOL
+    ),
+    "events.get_task_metrics": _req(
+        ("tasks", "event_type"),
+        tasks=ListOf(STR, lone=True),
+        event_type=Enum(
+            "training_stats_scalar", "training_stats_vector", "training_debug_image", "plot", "log", "*"
+        ),
+        model_events=BOOL,
+    ),
+    "events.get_multi_task_metrics": _req(
+        ("tasks",), tasks=ListOf(STR, lone=True), event_type=STR, model_events=BOOL
     ),
     "events.get_scalar_metrics_and_variants": _task(model_events=BOOL),
+    "events.get_vector_metrics_and_variants": _task(model_events=BOOL),
     "events.delete_for_task": _task(allow_locked=BOOL),
+    "events.delete_for_model": _model(allow_locked=BOOL),
+    "events.clear_task_log": _task(
+        threshold_sec=INT, allow_locked=BOOL, exclude_metrics=STRS, include_metrics=STRS
+    ),
 }

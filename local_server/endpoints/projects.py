@@ -750,3 +750,117 @@ def get_task_parents(ctx: Context, body: Doc) -> Doc:
             item["project"] = {"id": project["id"], "name": project["name"]}
         parents.append(item)
     return {"parents": sorted(parents, key=lambda p: p.get("name") or "")}
+
+
+def _project_constraint(tx: Transaction, body: Doc, single: bool = True) -> Callable[[Doc], bool]:
+    """``ProjectQueries._get_project_constraint``: ``project`` (or ``projects``) and, unless
+    ``include_subprojects`` is false, their sub-projects; no project given means every entity, or
+    only those outside any project when ``include_subprojects`` is false."""
+    include = body.get("include_subprojects", True) is not False
+    given = ([body["project"]] if body.get("project") else None) if single else (body.get("projects") or None)
+    if include:
+        if not given:
+            return lambda d: True
+        ids = with_children(tx, given)
+    else:
+        ids = set(given) if given else {None}  # type: ignore[arg-type]
+    return lambda d: d.get("project") in ids
+
+
+def _paged(values: list[Any], body: Doc) -> tuple[list[Any], int, int]:
+    page, size = max(0, int(body.get("page") or 0)), max(1, int(body.get("page_size") or 500))
+    chosen = values[page * size : (page + 1) * size]
+    return chosen, len(values), max(0, len(values) - (page + 1) * size)
+
+
+@endpoint("projects.get_unique_metric_variants")
+def get_unique_metric_variants(ctx: Context, body: Doc) -> Doc:
+    """The metrics and variants in the ``last_metrics`` of the tasks (models with ``model_metrics``)
+    of a project or of the ``ids`` given, sorted by metric and variant."""
+    inside = _project_constraint(ctx.tx, body)
+    ids = set(body.get("ids") or [])
+    seen: dict[tuple[str, str], Doc] = {}
+    for doc in ctx.tx.scan("model" if body.get("model_metrics") else "task"):
+        if not inside(doc) or (ids and doc["id"] not in ids):
+            continue
+        for metric_hash, variants in (doc.get("last_metrics") or {}).items():
+            for variant_hash, entry in variants.items():
+                key = (entry.get("metric"), entry.get("variant"))
+                seen.setdefault(
+                    key,
+                    {
+                        "metric": key[0],
+                        "metric_hash": metric_hash,
+                        "variant": key[1],
+                        "variant_hash": variant_hash,
+                    },
+                )
+    return {"metrics": [seen[k] for k in sorted(seen, key=lambda k: (str(k[0]), str(k[1])))]}
+
+
+@endpoint("projects.get_model_metadata_keys")
+def get_model_metadata_keys(ctx: Context, body: Doc) -> Doc:
+    inside = _project_constraint(ctx.tx, body)
+    keys = sorted({k for m in ctx.tx.scan("model") if inside(m) for k in (m.get("metadata") or {})})
+    chosen, total, remaining = _paged(keys, body)
+    return {"total": total, "remaining": remaining, "keys": chosen}
+
+
+@endpoint("projects.get_model_metadata_values")
+def get_model_metadata_values(ctx: Context, body: Doc) -> Doc:
+    require(body, "key")
+    inside = _project_constraint(ctx.tx, body, single=False)
+    values = sorted(
+        {
+            str(item.get("value"))
+            for m in ctx.tx.scan("model")
+            if inside(m)
+            for item in [(m.get("metadata") or {}).get(body["key"])]
+            if isinstance(item, dict) and item.get("value") is not None
+        }
+    )
+    chosen, total, _ = _paged(values, body)
+    return {"total": total, "values": chosen}
+
+
+@endpoint("projects.get_hyperparam_values")
+def get_hyperparam_values(ctx: Context, body: Doc) -> Doc:
+    require(body, "section", "name")
+    inside = _project_constraint(ctx.tx, body, single=False)
+    pattern = compile_regex(body["pattern"], ignore_case=True) if body.get("pattern") else None
+    values = set()
+    for t in ctx.tx.scan("task"):
+        param = ((t.get("hyperparams") or {}).get(body["section"]) or {}).get(body["name"])
+        if not (inside(t) and isinstance(param, dict)) or param.get("value") in (None, ""):
+            continue
+        if pattern is None or pattern.search(str(param["value"])):
+            values.add(str(param["value"]))
+    chosen, total, _ = _paged(sorted(values), body)
+    return {"total": total, "values": chosen}
+
+
+@endpoint("projects.get_project_tags")
+def get_project_tags(ctx: Context, body: Doc) -> Doc:
+    """The tags of the projects (``projects`` and their sub-projects, or all) matching ``filter``."""
+    ids = with_children(ctx.tx, body["projects"]) if body.get("projects") else None
+    filters = body.get("filter") or {}
+    preds = [list_predicate(k, v) for k, v in filters.items() if k in ("tags", "system_tags") and v]
+    tags: set[str] = set()
+    system_tags: set[str] = set()
+    for p in ctx.tx.scan("project"):
+        if (ids is None or p["id"] in ids) and all(pred(p) for pred in preds):
+            tags.update(p.get("tags") or [])
+            system_tags.update(p.get("system_tags") or [])
+    result: Doc = {"tags": sorted(tags)}
+    if body.get("include_system"):
+        result["system_tags"] = sorted(system_tags)
+    return result
+
+
+@endpoint("projects.get_user_names")
+def get_user_names(ctx: Context, body: Doc) -> Doc:
+    """The users who created the tasks (or models, ``entity: model``) in ``projects``."""
+    inside = _in_projects(ctx.tx, body, body.get("include_subprojects", True) is not False)
+    kind = "model" if body.get("entity") == "model" else "task"
+    users = {str(d["user"]) for d in ctx.tx.scan(kind) if inside(d) and d.get("user")}
+    return {"users": [{"id": u, "name": USER["name"] if u == USER["id"] else u} for u in sorted(users)]}
