@@ -5,16 +5,18 @@ sensor reading twice the lux are. And ``occupancy-mlops drift`` as a user runs i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
+from typer.testing import CliRunner
 
+from occupancy_mlops.cli import app
 from tests.serving.models import write_bundle
 from training.bundle import write_metadata
 from training.data import LABEL_COLUMN, ROOM_COLUMN, TIME_COLUMN, load_labeled
@@ -28,8 +30,6 @@ from training.drift import (
     psi,
 )
 from training.features import DEFAULT_SCHEMA
-
-CLI = [sys.executable, "-m", "occupancy_mlops.cli", "drift"]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +119,19 @@ def model_dir(tmp_path_factory, reference) -> Path:
     return folder
 
 
-def drift_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "220"}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def drift_cli(*args: str) -> Ran:
+    """``occupancy-mlops drift ...`` in this process (the command's own code, output and exit status)."""
+    result = CliRunner().invoke(app, ["drift", *args], env={"COLUMNS": "220"})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def test_the_command_exit_status_is_the_verdict(model_dir, training, tmp_path):
@@ -157,3 +167,35 @@ def test_the_command_refuses_bad_input_with_one_line(model_dir, training, tmp_pa
         proc = drift_cli(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+
+
+TRAIN = """
+import sys
+from pathlib import Path
+from training.config import TrainingConfig
+from training.data import load_labeled
+from training.train import train_model
+
+frame = load_labeled([Path(sys.argv[1])])
+config = TrainingConfig.from_mapping({"MAX_EPOCHS": 1, "MIN_EPOCHS": 0})  # the metadata is the point
+train_model(frame, config).save(Path(sys.argv[2]))
+"""
+
+
+def test_a_trained_model_carries_its_reference_to_the_command(occupancy_dir, training, tmp_path):
+    """train_model stores the reference of the readings it was given; the command reads it back."""
+    out = tmp_path / "trained"
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN, str(occupancy_dir / "datatraining.txt"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metadata = json.loads((out / "metadata.json").read_text())
+    stored = DriftReference.from_metadata(metadata)
+    assert stored.readings == len(training) and stored.baseline_days[0] == "2015-02-05"
+    assert set(stored.rows) >= {*stored.inputs, *metadata["feature_schema"]["feature_names"]}
+    day_file = tmp_path / "2015-02-09.csv"
+    day(training, "2015-02-09").to_csv(day_file, index=False)
+    assert drift_cli("--model", str(out), "--data", str(day_file)).returncode == 0
