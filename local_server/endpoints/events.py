@@ -206,7 +206,7 @@ def _add_events(ctx: Context, events: list[Any]) -> Doc:
             _batch_scalar(scalars[key], event, x_axis_label)
     if not added:
         detail = ", ".join(f"{k}: {v}" for k, v in errors_info.items())
-        raise errors.ApiError(400, 131, f"events not added: {detail}" if detail else "events not added")
+        raise errors.ApiError(400, 131, f"events not added: no valid event in the requests ({detail})")
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     for key, doc in touched.items():
         if key in iteration:
