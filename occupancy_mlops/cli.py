@@ -208,7 +208,10 @@ def drift(
             "days, so a few hours' pattern can read as drift"
         )
     if plot is not None:
-        plot_report(reference, frame, report, plot, bundle.schema)
+        try:
+            plot_report(reference, frame, report, plot, bundle.schema)
+        except OSError as exc:
+            raise fail(f"--plot: cannot write {plot}: {exc.strerror or exc}") from None
         console.print(f"plot: {plot}")
     typer.echo(report.summary())
     raise typer.Exit(1 if report.drift else 0)

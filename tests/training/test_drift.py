@@ -162,6 +162,14 @@ def test_the_command_refuses_bad_input_with_one_line(model_dir, training, tmp_pa
         ("--model", str(older), "--data", str(good)): "has no drift reference",
         ("--model", str(model_dir), "--data", str(bad)): "bad.csv, line 1, column Humidity",
         ("--model", str(model_dir), "--data", str(tmp_path / "nothing.csv")): "does not exist",
+        (
+            "--model",
+            str(model_dir),
+            "--data",
+            str(good),
+            "--plot",
+            str(tmp_path / "no" / "p.png"),
+        ): "--plot: cannot",
     }
     for args, message in cases.items():
         proc = drift_cli(*args)
