@@ -726,9 +726,10 @@ def get_tags(ctx: Context, body: Doc) -> Doc:
 @endpoint("projects.get_task_parents")
 def get_task_parents(ctx: Context, body: Doc) -> Doc:
     """The distinct parents of the tasks in ``projects`` (with sub-projects unless
-    ``include_subprojects`` is false), of active tasks by default (``tasks_state``), sorted by name."""
+    ``include_subprojects`` is false), of ``active`` or ``archived`` tasks only with ``tasks_state``,
+    sorted by name."""
     inside = _in_projects(ctx.tx, body, body.get("include_subprojects", True) is not False)
-    state = body.get("tasks_state", "active")
+    state = body.get("tasks_state")  # not given: the parents of tasks in any state
     parent_ids = set()
     for t in ctx.tx.scan("task"):
         if not inside(t) or not t.get("parent"):

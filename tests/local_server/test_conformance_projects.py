@@ -187,3 +187,13 @@ def test_task_tags_and_parents_follow_the_projects_filter(api: Api) -> None:
     assert [p["id"] for p in parents] == [parent]
     assert parents[0]["project"]["id"] == p1
     assert api.ok("projects.get_task_parents", {"projects": [p2]})["parents"] == []
+    other = _task(api, p1)
+    _task(api, p1, parent=other, system_tags=["archived"])
+    assert {p["id"] for p in api.ok("projects.get_task_parents", {"projects": [p1]})["parents"]} == {
+        parent,
+        other,
+    }
+    active = api.ok("projects.get_task_parents", {"projects": [p1], "tasks_state": "active"})["parents"]
+    assert [p["id"] for p in active] == [parent]
+    archived = api.ok("projects.get_task_parents", {"projects": [p1], "tasks_state": "archived"})["parents"]
+    assert [p["id"] for p in archived] == [other]
