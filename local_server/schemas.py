@@ -401,7 +401,13 @@ REQUESTS: dict[str, Request] = {
         status_message=STR,
         include_pipeline_steps=BOOL,
     ),
-    "tasks.archive_many": _req(("ids",), ids=ListOf(STR, lone=True), status_reason=STR, status_message=STR),
+    "tasks.archive_many": _req(
+        ("ids",),
+        ids=ListOf(STR, lone=True),
+        status_reason=STR,
+        status_message=STR,
+        include_pipeline_steps=BOOL,
+    ),
     "tasks.stop_many": _req(
         ("ids",), ids=ListOf(STR, lone=True), status_reason=STR, status_message=STR, force=BOOL
     ),
@@ -442,9 +448,16 @@ REQUESTS: dict[str, Request] = {
         delete_output_models=BOOL,
         delete_external_artifacts=BOOL,
     ),
-    "tasks.unarchive_many": _req(("ids",), ids=ListOf(STR, lone=True), status_reason=STR, status_message=STR),
+    "tasks.unarchive_many": _req(
+        ("ids",),
+        ids=ListOf(STR, lone=True),
+        status_reason=STR,
+        status_message=STR,
+        include_pipeline_steps=BOOL,
+    ),
     "tasks.move": _req(("ids",), ids=ListOf(STR, lone=True), project=STR, project_name=STR),
     "tasks.validate": _req(("name", "type"), TASK_FIELDS),
+    "tasks.update_tags": _req(("ids",), ids=ListOf(STR, lone=True), add_tags=STRS, remove_tags=STRS),
     "tasks.make_public": _req(("ids",), ids=ListOf(STR, lone=True)),
     "tasks.make_private": _req(("ids",), ids=ListOf(STR, lone=True)),
     "tasks.edit_hyper_params": _task(
@@ -490,6 +503,7 @@ REQUESTS: dict[str, Request] = {
     "models.get_by_id_ex": _MODEL_QUERY,
     "models.get_frameworks": _req(projects=STRS),
     "models.move": _req(("ids",), ids=ListOf(STR, lone=True), project=STR, project_name=STR),
+    "models.update_tags": _req(("ids",), ids=ListOf(STR, lone=True), add_tags=STRS, remove_tags=STRS),
     "models.make_public": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.make_private": _req(("ids",), ids=ListOf(STR, lone=True)),
     "models.set_ready": _model(publish_task=BOOL, force_publish_task=BOOL),
@@ -672,6 +686,13 @@ REQUESTS: dict[str, Request] = {
         ("tasks",), tasks=ListOf(STR, lone=True), event_type=STR, model_events=BOOL
     ),
     "events.get_scalar_metrics_and_variants": _task(model_events=BOOL),
+    "events.vector_metrics_iter_histogram": _task(
+        "metric", "variant", metric=STR, variant=STR, model_events=BOOL
+    ),
+    "events.get_scalar_metric_data": _task(
+        "metric", metric=STR, scroll_id=STR, no_scroll=BOOL, model_events=BOOL
+    ),
+    "events.clear_scroll": _req(scroll_id=STR),
     "events.get_vector_metrics_and_variants": _task(model_events=BOOL),
     "events.delete_for_task": _task(allow_locked=BOOL),
     "events.delete_for_model": _model(allow_locked=BOOL),

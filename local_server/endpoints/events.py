@@ -486,6 +486,41 @@ def get_metrics_and_variants(ctx: Context, body: Doc) -> Doc:
     return {"metrics": {m: sorted(v) for m, v in sorted(metrics.items())}}
 
 
+@endpoint("events.vector_metrics_iter_histogram")
+def vector_metrics_iter_histogram(ctx: Context, body: Doc) -> Doc:
+    """The vectors reported for one metric and variant, by iteration."""
+    require(body, "task", "metric", "variant")
+    _entity(ctx, body["task"], bool(body.get("model_events")))
+    events = [
+        e
+        for e in _stored(ctx.tx, body["task"], [VECTOR])
+        if e.get("metric") == body["metric"] and e.get("variant") == body["variant"]
+    ]
+    events.sort(key=lambda e: e.get("iter") or 0)
+    return {
+        "metric": body["metric"],
+        "variant": body["variant"],
+        "vectors": [e.get("value") for e in events],
+        "iterations": [e.get("iter") for e in events],
+    }
+
+
+@endpoint("events.get_scalar_metric_data")
+def get_scalar_metric_data(ctx: Context, body: Doc) -> Doc:
+    """The scalar events of one metric, latest iteration first."""
+    require(body, "task", "metric")
+    _entity(ctx, body["task"], bool(body.get("model_events")))
+    events = [e for e in _stored(ctx.tx, body["task"], [SCALAR]) if e.get("metric") == body["metric"]]
+    events.sort(key=lambda e: e.get("iter") or 0, reverse=True)
+    return {"events": events, "returned": len(events), "total": len(events), "scroll_id": None}
+
+
+@endpoint("events.clear_scroll")
+def clear_scroll(ctx: Context, body: Doc) -> Doc:
+    """Scroll ids carry their position here: nothing is kept to release."""
+    return {}
+
+
 @endpoint("events.get_task_latest_scalar_values")
 def get_task_latest_scalar_values(ctx: Context, body: Doc) -> Doc:
     task = _entity(ctx, body.get("task"))

@@ -129,6 +129,16 @@ def test_histogram_samples_and_raw_scalars_scroll(api: Api) -> None:
         )
     assert calls == 7 and iters == list(range(100))
 
+    _batch(
+        api,
+        [
+            _event("training_stats_vector", task, i, metric="vec", variant="v", values=[i, i + 1])
+            for i in (1, 0)
+        ],
+    )
+    vectors = api.ok("events.vector_metrics_iter_histogram", {"task": task, "metric": "vec", "variant": "v"})
+    assert (vectors["iterations"], vectors["vectors"]) == ([0, 1], [[0, 1], [1, 2]])
+
 
 def test_task_metrics_and_multi_task_plots_of_the_latest_iteration(api: Api) -> None:
     t1, t2 = _task(api), _task(api)
