@@ -20,7 +20,9 @@ from .tasks import (
     _publish_one,
     _set_public,
     api_version,
+    edit_entity_tags,
     expand_references,
+    move_under_project,
     partition_tags,
     run_batch,
     split_projection,
@@ -453,6 +455,16 @@ def _set_archived(ctx: Context, ids: list[str], archived: bool) -> Doc:
 
     results, failures = run_batch(ids, ctx.tx, one)
     return {"succeeded": [{"id": i, key: r} for i, r in results], "failed": failures}
+
+
+@endpoint("models.update_tags")
+def update_tags(ctx: Context, body: Doc) -> Doc:
+    return {"updated": edit_entity_tags(ctx, "model", body)}
+
+
+@endpoint("models.move")
+def move(ctx: Context, body: Doc) -> Doc:
+    return {"project_id": move_under_project(ctx, "model", body)}
 
 
 @endpoint("models.make_public")

@@ -820,7 +820,27 @@ def _run_by_worker(doc: Doc) -> bool:
     return (datetime.now(UTC) - updated).total_seconds() < TASK_UPDATE_TIMEOUT_S
 
 
+def pipeline_steps(tx: Transaction, task_id: str) -> list[str]:
+    """The steps of a pipeline controller task (its children); none for other task types."""
+    task = tx.get("task", task_id)
+    if task is None or task.get("type") != "controller":
+        return []
+    return [t["id"] for t in tx.scan("task") if t.get("parent") == task_id]
+
+
+def _with_steps(ctx: Context, task_id: str, body: Doc, one: Callable[[str, Doc], Any]) -> Any:
+    """``one`` on the steps first (forced) when ``include_pipeline_steps``, then on the task."""
+    if body.get("include_pipeline_steps"):
+        for step in pipeline_steps(ctx.tx, task_id):
+            one(step, {**body, "force": True})
+    return one(task_id, body)
+
+
 def _stop_one(ctx: Context, task_id: str, body: Doc) -> Doc:
+    return _with_steps(ctx, task_id, body, lambda i, b: _stop_core(ctx, i, b))
+
+
+def _stop_core(ctx: Context, task_id: str, body: Doc) -> Doc:
     """Like the real server's ``stop_task``: a queued task, a development task or one no worker runs is
     stopped at once (``status_message`` "Stopped by <user>"); a task a worker runs keeps its status and
     gets ``status_message: stopping`` for the worker to act on. Other statuses follow the status machine
@@ -1198,8 +1218,11 @@ def clone(ctx: Context, body: Doc) -> Doc:
 
 def _delete_one(ctx: Context, task_id: str, body: Doc) -> Doc:
     """Like the real server's ``delete_task``: only a draft or an archived task goes without ``force``
-    (400/123); the task leaves its queues, its outputs are cleaned up (see :func:`cleanup_task`)."""
+    (400/123); the task leaves its queues, its outputs are cleaned up (see :func:`cleanup_task`);
+    with ``include_pipeline_steps`` a controller's steps go too."""
     doc = get_task(ctx.tx, task_id)
+    if doc.get("company") == "":
+        mutable_task(ctx.tx, task_id)  # a public task cannot be deleted (403)
     force = bool(body.get("force"))
     if doc["status"] != "created" and ARCHIVED not in (doc.get("system_tags") or []) and not force:
         raise errors.ApiError(
@@ -1210,8 +1233,14 @@ def _delete_one(ctx: Context, task_id: str, body: Doc) -> Doc:
             expected="created",
             current=doc["status"],
         )
+    delete_models = body.get("delete_output_models", True) is not False
+    steps = pipeline_steps(ctx.tx, doc["id"]) if body.get("include_pipeline_steps") else []
+    for step in steps:
+        _remove_from_all_queues(ctx.tx, step)
+        cleanup_task(ctx.tx, get_task(ctx.tx, step), True, True, delete_models)
+        ctx.tx.delete("task", step)
     _remove_from_all_queues(ctx.tx, doc["id"])
-    cleanup = cleanup_task(ctx.tx, doc, force, True, body.get("delete_output_models", True) is not False)
+    cleanup = cleanup_task(ctx.tx, doc, force, True, delete_models)
     ctx.tx.delete("task", doc["id"])
     return cleanup
 
@@ -1224,6 +1253,10 @@ def delete(ctx: Context, body: Doc) -> Doc:
 
 
 def _archive_one(ctx: Context, task_id: str, body: Doc, archived: bool = True) -> int:
+    return _with_steps(ctx, task_id, body, lambda i, b: _archive_core(ctx, i, b, archived))
+
+
+def _archive_core(ctx: Context, task_id: str, body: Doc, archived: bool = True) -> int:
     """Like the real server's ``archive_task``: a queued task leaves its queue (back to the status it had
     before), a running one is stopped; ``status_message``/``status_reason`` are set as given."""
     doc = mutable_task(ctx.tx, task_id)
@@ -1314,19 +1347,68 @@ def reset_many(ctx: Context, body: Doc) -> Doc:
     return _many(ctx, body, one)
 
 
-@endpoint("tasks.move")
-def move(ctx: Context, body: Doc) -> Doc:
+def move_under_project(ctx: Context, kind: str, body: Doc) -> str | None:
+    """The real server's ``move_under_project``: into ``project`` or a project named ``project_name``
+    (created if missing); ``project: null`` moves to the root."""
     ids = ids_of(body, "ids")
+    if "project" not in body and not body.get("project_name"):
+        raise errors.missing_field("project or project_name")
+    project_id: str | None = None
     if body.get("project_name"):
         project_id = projects.ensure_project(ctx.tx, body["project_name"])["id"]
-    else:
-        require(body, "project")
+    elif body.get("project"):
         project_id = projects.get_project(ctx.tx, body["project"])["id"]
-    for task_id in ids:
-        doc = mutable_task(ctx.tx, task_id)
+    for item in ids:
+        doc = mutable_task(ctx.tx, item) if kind == "task" else ctx.tx.mutable(kind, item)
+        if doc is None:
+            continue  # the real server updates those it finds
         doc["project"] = project_id
-        save(ctx.tx, doc)
-    return {"project_id": project_id}
+        doc["last_change"] = now_iso()
+        ctx.tx.put(kind, doc)
+    return project_id
+
+
+def edit_entity_tags(ctx: Context, kind: str, body: Doc) -> int:
+    """The real server's ``update_tags``: add and/or remove user tags of tasks or models; the count
+    is per operation (an add and a remove on one object count 2)."""
+    ids = ids_of(body, "ids")
+    add, remove = string_list(body, "add_tags") or [], string_list(body, "remove_tags") or []
+    if not ids:
+        raise errors.validation("No entity ids provided for editing tags")
+    if not (add or remove):
+        raise errors.validation("Either add tags or remove tags should be provided")
+    updated = 0
+    for item in ids:
+        doc = ctx.tx.mutable(kind, item)
+        if doc is None:
+            continue
+        tags = list(doc.get("tags") or [])
+        if add:
+            tags = merge_tags(None, [*tags, *add])
+            updated += 1
+        if remove:
+            tags = [t for t in tags if t not in remove]
+            updated += 1
+        doc["tags"] = tags
+        doc["last_change"] = now_iso()
+        ctx.tx.put(kind, doc)
+    return updated
+
+
+@endpoint("tasks.update_tags")
+def update_tags(ctx: Context, body: Doc) -> Doc:
+    missing = [i for i in ids_of(body, "ids") if ctx.tx.get("task", i) is None]
+    if missing:
+        raise errors.ApiError(400, 101, "invalid task id", ids=missing)
+    return {"updated": edit_entity_tags(ctx, "task", body)}
+
+
+@endpoint("tasks.move")
+def move(ctx: Context, body: Doc) -> Doc:
+    missing = [i for i in ids_of(body, "ids") if ctx.tx.get("task", i) is None]
+    if missing:
+        raise errors.ApiError(400, 101, "invalid task id", ids=missing)
+    return {"project_id": move_under_project(ctx, "task", body)}
 
 
 # ---------------------------------------------------------------------------- hyperparameters / configuration

@@ -365,3 +365,22 @@ def test_a_failing_item_of_a_batch_changes_nothing(api: VersionedApi) -> None:
     assert _ids(res["succeeded"]) == {draft}
     assert [f["error"]["codes"] for f in res["failed"]] == [[400, 123]]
     assert _get(api, published)["status"] == "published"
+
+
+def test_move_to_a_project_by_name_or_to_the_root(api: VersionedApi) -> None:
+    task = _task(api)
+    name = _name("Moved")
+    project = api.ok("tasks.move", {"ids": [task], "project_name": name})["project_id"]
+    assert _get(api, task)["project"] == project
+    assert api.ok("projects.get_by_id", {"project": project})["project"]["name"] == name
+    assert api.ok("tasks.move", {"ids": [task], "project": None})["project_id"] is None
+    assert _get(api, task)["project"] is None
+    assert _codes(api, "tasks.move", {"ids": [task]}) == (400, 11)
+
+
+def test_update_tags_adds_and_removes_user_tags(api: VersionedApi) -> None:
+    task = _task(api, tags=["old", "keep"])
+    res = api.ok("tasks.update_tags", {"ids": [task], "add_tags": ["new"], "remove_tags": ["old"]})
+    assert res["updated"] == 2
+    assert _get(api, task)["tags"] == ["keep", "new"]
+    assert _codes(api, "tasks.update_tags", {"ids": [task]}) == (400, 12)
