@@ -304,6 +304,8 @@ REQUESTS: dict[str, Request] = {
     "projects.get_task_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
     "projects.get_model_tags": _req(include_system=BOOL, projects=STRS, filter=OBJ),
     "projects.validate_delete": _req(("project",), project=STR),
+    "projects.make_public": _req(("ids",), ids=ListOf(STR, lone=True)),
+    "projects.make_private": _req(("ids",), ids=ListOf(STR, lone=True)),
     "projects.get_unique_metric_variants": _req(
         project=STR, include_subprojects=BOOL, ids=STRS, model_metrics=BOOL
     ),

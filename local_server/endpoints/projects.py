@@ -9,6 +9,7 @@ detaches (or, with ``delete_contents``, deletes) what is inside.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any
 
 from .. import errors
 from ..query import PROJECT_OPTIONS, compile_regex, list_predicate, now_iso, parse_date, run_query
-from ..registry import COMPANY, USER, Context, endpoint, merge_tags, new_id, require, string_list
+from ..registry import COMPANY, USER, Context, endpoint, ids_of, merge_tags, new_id, require, string_list
 from ..store import Doc, Transaction
 
 HIDDEN = "hidden"
@@ -71,6 +72,16 @@ def get_project(tx: Transaction, project_id: object) -> Doc:
     doc = tx.get("project", project_id) if isinstance(project_id, str) else None
     if doc is None:
         raise errors.invalid_project_id(project_id)
+    return doc
+
+
+def _writable(tx: Transaction, project_id: object) -> Doc:
+    """A copy of the project to change; a public project cannot be changed (403/21)."""
+    doc = copy.deepcopy(get_project(tx, project_id))
+    if doc.get("company") == "":
+        raise errors.ApiError(
+            403, 21, "forbidden (modification not allowed): cannot modify a public project", id=doc["id"]
+        )
     return doc
 
 
@@ -193,8 +204,7 @@ def update(ctx: Context, body: Doc) -> Doc:
     """Like ``ProjectBLL.update``: a new name must keep the location (else 400/408, use
     ``projects.move``) and be free (400/801); the sub-projects are renamed with it."""
     require(body, "project")
-    doc = ctx.tx.mutable("project", get_project(ctx.tx, body["project"])["id"])
-    assert doc is not None
+    doc = _writable(ctx.tx, body["project"])
     fields: Doc = {}
     for key in ("description", "default_output_destination"):
         if key in body:
@@ -441,8 +451,7 @@ def move(ctx: Context, body: Doc) -> Doc:
     """Move a project with its sub-projects under ``new_location`` (created if missing; the root when
     empty). 400/410 when it is already there, 400/411 under itself."""
     require(body, "project")
-    project = ctx.tx.mutable("project", get_project(ctx.tx, body["project"])["id"])
-    assert project is not None
+    project = _writable(ctx.tx, body["project"])
     location = "/".join(_split(body.get("new_location") or ""))
     depth = len(location.split("/")) if location else 0
     subtree = [project, *(d for d in ctx.tx.scan("project") if project["id"] in (d.get("path") or []))]
@@ -483,8 +492,8 @@ def merge(ctx: Context, body: Doc) -> Doc:
     destination_id = body.get("destination_project")
     if source_id == destination_id:
         raise errors.ApiError(400, 410, "Project has the same source and destination paths", source=source_id)
-    get_project(ctx.tx, source_id)
-    destination = get_project(ctx.tx, destination_id) if destination_id else None
+    _writable(ctx.tx, source_id)
+    destination = _writable(ctx.tx, destination_id) if destination_id else None
     if destination is not None and source_id in (destination.get("path") or []):
         raise errors.ApiError(
             400,
@@ -570,7 +579,7 @@ def delete(ctx: Context, body: Doc) -> Doc:
     active is left. Their tasks and models are detached (``project: null``), or deleted with
     ``delete_contents`` (``urls`` then lists the files they uploaded)."""
     require(body, "project")
-    project = get_project(ctx.tx, body["project"])
+    project = _writable(ctx.tx, body["project"])
     ids = with_children(ctx.tx, [project["id"]])
     pipelines, datasets = _special_children(ctx.tx, ids)
     if not body.get("force"):
@@ -865,3 +874,42 @@ def get_user_names(ctx: Context, body: Doc) -> Doc:
     kind = "model" if body.get("entity") == "model" else "task"
     users = {str(d["user"]) for d in ctx.tx.scan(kind) if inside(d) and d.get("user")}
     return {"users": [{"id": u, "name": USER["name"] if u == USER["id"] else u} for u in sorted(users)]}
+
+
+def _set_public(ctx: Context, ids: list[str], public: bool) -> Doc:
+    """``make_public``: the projects belong to no company (readable, not writable);
+    ``make_private`` only takes back projects this company made public (else 400/401)."""
+    docs = [ctx.tx.get("project", i) for i in ids]
+    wrong = [
+        i
+        for i, d in zip(ids, docs, strict=True)
+        if d is None
+        or (
+            d.get("company") != COMPANY
+            if public
+            else (d.get("company") != "" or d.get("company_origin") != COMPANY)
+        )
+    ]
+    if wrong:
+        raise errors.invalid_project_id(",".join(wrong))
+    for found in docs:
+        assert found is not None
+        doc = copy.deepcopy(found)
+        if public:
+            doc.update(company="", company_origin=COMPANY)
+        else:
+            doc["company"] = COMPANY
+            doc.pop("company_origin", None)
+        doc["last_update"] = now_iso()
+        ctx.tx.put("project", doc)
+    return {"updated": len(ids)}
+
+
+@endpoint("projects.make_public")
+def make_public(ctx: Context, body: Doc) -> Doc:
+    return _set_public(ctx, ids_of(body, "ids"), True)
+
+
+@endpoint("projects.make_private")
+def make_private(ctx: Context, body: Doc) -> Doc:
+    return _set_public(ctx, ids_of(body, "ids"), False)

@@ -197,3 +197,13 @@ def test_task_tags_and_parents_follow_the_projects_filter(api: Api) -> None:
     assert [p["id"] for p in active] == [parent]
     archived = api.ok("projects.get_task_parents", {"projects": [p1], "tasks_state": "archived"})["parents"]
     assert [p["id"] for p in archived] == [other]
+
+
+def test_a_public_project_is_listed_but_cannot_be_changed(api: Api) -> None:
+    project = _project(api, _name("public"))
+    assert _code(api, "projects.make_private", {"ids": [project]}) == (400, 401), "not public"
+    assert api.ok("projects.make_public", {"ids": [project]})["updated"] == 1
+    assert [p["id"] for p in api.ok("projects.get_all", {"id": [project]})["projects"]] == [project]
+    assert _code(api, "projects.update", {"project": project, "description": "x"}) == (403, 21)
+    assert api.ok("projects.make_private", {"ids": [project]})["updated"] == 1
+    api.ok("projects.update", {"project": project, "description": "x"})
