@@ -137,10 +137,33 @@ def parse_date(text: str) -> str:
             raise errors.fields_value("not a date", value=text) from exc
 
 
+_ESCAPES = (("%2E", "."), ("%24", "$"), ("%_%_", "__"))
+
+
+def _unescape_key(part: str) -> str:
+    """A key escaped the way the real server's ``ParameterKeyEscaper`` does (``sec%2Etion`` is the
+    key ``sec.tion``): clients address hyperparameter and configuration names holding dots so."""
+    if "%" not in part:
+        return part
+    pieces = []
+    for piece in part.split("%%"):
+        for escaped, plain in _ESCAPES:
+            piece = piece.replace(escaped, plain)
+        pieces.append(piece)
+    key = "%".join(pieces)
+    return "_" + key[2:] if key.startswith("%_") else key
+
+
+@functools.lru_cache(maxsize=4096)
+def path_parts(path: str) -> tuple[str, ...]:
+    """The keys of a dotted path, each unescaped (see :func:`_unescape_key`)."""
+    return tuple(_unescape_key(p) for p in path.split("."))
+
+
 def get_path(doc: Any, path: str) -> Any:
     """Value at a dotted path; lists along the way are flattened like Mongo does."""
     current: Any = doc
-    for part in path.split("."):
+    for part in path_parts(path):
         if isinstance(current, dict):
             current = current.get(part, _MISSING)
         elif isinstance(current, list):
@@ -677,17 +700,17 @@ def project(doc: Doc, only_fields: Iterable[str] | None) -> Doc:
     if includes:
         out: Doc = {"id": doc.get("id")}
         for path in includes:
-            _copy_path(doc, out, path.split("."))
+            _copy_path(doc, out, path_parts(path))
     else:
         import copy
 
         out = copy.deepcopy(doc)
     for path in excludes:
-        _drop_path(out, path.split("."))
+        _drop_path(out, path_parts(path))
     return out
 
 
-def _copy_path(src: Any, dst: Doc, parts: list[str]) -> None:
+def _copy_path(src: Any, dst: Doc, parts: Sequence[str]) -> None:
     head, rest = parts[0], parts[1:]
     if not isinstance(src, dict) or head not in src:
         return
@@ -708,7 +731,7 @@ def _copy_path(src: Any, dst: Doc, parts: list[str]) -> None:
         dst[head] = items
 
 
-def _drop_path(doc: Any, parts: list[str]) -> None:
+def _drop_path(doc: Any, parts: Sequence[str]) -> None:
     if not isinstance(doc, dict):
         return
     if len(parts) == 1:

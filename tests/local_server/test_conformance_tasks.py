@@ -384,3 +384,19 @@ def test_update_tags_adds_and_removes_user_tags(api: VersionedApi) -> None:
     assert res["updated"] == 2
     assert _get(api, task)["tags"] == ["keep", "new"]
     assert _codes(api, "tasks.update_tags", {"ids": [task]}) == (400, 12)
+
+
+def test_hyperparameter_names_with_dots_are_addressed_escaped(api: VersionedApi) -> None:
+    params = {"sec.tion": {"p": {"section": "sec.tion", "name": "p", "value": "1", "type": "str"}}}
+    task = _task(api, hyperparams=params)
+    doc = api.ok("tasks.get_all_ex", {"id": [task], "only_fields": ["hyperparams.sec%2Etion"]})["tasks"][0]
+    assert doc["hyperparams"] == params
+
+
+def test_pipeline_steps_follow_their_controller_when_asked(api: VersionedApi) -> None:
+    controller = _task(api, type="controller")
+    steps = [_task(api, parent=controller) for _ in range(2)]
+    api.ok("tasks.archive", {"tasks": [controller], "include_pipeline_steps": True})
+    assert all("archived" in _get(api, t)["system_tags"] for t in (controller, *steps))
+    api.ok("tasks.delete", {"task": controller, "include_pipeline_steps": True, "force": True})
+    assert api.ok("tasks.get_all_ex", {"id": [controller, *steps]})["tasks"] == []
