@@ -4,16 +4,18 @@ sensor reads double. The sync never fails over it."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from tests.conftest import run_python
 from tests.labeling.helpers import label, plots, versions
-from tests.serving.models import register_bundle, register_bundles
+from tests.serving.models import REGISTER, write_bundle
 from training.data import load_labeled
 from training.drift import build_reference
 from training.features import DEFAULT_SCHEMA
@@ -27,6 +29,17 @@ print(ModelRegistry({project!r}).submit_and_promote({model_id!r}, "the champion 
 def crown(env: dict[str, str], project: str, model_id: str) -> None:
     out = run_python(CROWN.format(project=project, model_id=model_id), env)
     assert out.strip().splitlines()[-1] == model_id, out
+
+
+def register(env: dict[str, str], project: str, references: list[dict[str, Any] | None]) -> list[str]:
+    """Publish one tiny model per drift reference (None: a model from before drift references)."""
+    models = []
+    for i, reference in enumerate(references):
+        folder = write_bundle(Path(env["HOME"]) / f"model-{i}", dataset_id="ds", drift_reference=reference)
+        models.append({"folder": str(folder), "metadata": {}, "publish": True, "tags": []})
+    spec = {"project": project, "name": "occupancy-mlp", "models": models}
+    out = run_python(REGISTER.replace("SPEC", repr(json.dumps(spec))), env)
+    return json.loads(next(x for x in out.splitlines() if x.startswith("MODEL_IDS=")).split("=", 1)[1])
 
 
 def sync(env: dict[str, str], folder: Path, project: str, name: str) -> str:
@@ -45,8 +58,12 @@ def test_each_version_logs_the_drift_of_its_new_readings(clearml_env, days, occu
     out = sync(clearml_env, folder, project, name)
     assert f"input drift: no champion occupancy-mlp in {project} yet" in out, out
 
+    # both models registered at once (one child process): one from before drift references, one
+    # with the training week's reference
+    reference = build_reference(load_labeled([occupancy_dir / "datatraining.txt"]), DEFAULT_SCHEMA).to_dict()
+    older, champion = register(clearml_env, project, [None, reference])
+
     # a champion trained before drift references: said
-    older = register_bundle(clearml_env, project, "occupancy-mlp")
     crown(clearml_env, project, older)
     shutil.copyfile(days[2], folder / days[2].name)
     out = sync(clearml_env, folder, project, name)
@@ -54,8 +71,6 @@ def test_each_version_logs_the_drift_of_its_new_readings(clearml_env, days, occu
 
     # a champion with the training week's reference (a day of that week is no drift there:
     # tests/training/test_drift.py): the day with the light sensor reading double is drift, in Light
-    reference = build_reference(load_labeled([occupancy_dir / "datatraining.txt"]), DEFAULT_SCHEMA).to_dict()
-    champion = register_bundles(clearml_env, project, "occupancy-mlp", [0.0], drift_reference=reference)[0]
     crown(clearml_env, project, champion)
     frame = pd.read_csv(days[2])
     frame.assign(Light=frame["Light"] * 2).to_csv(folder / days[2].name, index=False)
