@@ -18,10 +18,11 @@ from .. import errors
 from ..query import QUEUE_OPTIONS, list_predicate, now_iso, parse_date, run_query
 from ..registry import COMPANY, USER, Context, endpoint, merge_tags, new_id, require, string_list
 from ..store import Doc, Store, Transaction
+from . import samples
 
 DEFAULT = "default"
 HIDDEN_TAGS = ("k8s-glue",)  # the real server's services.queues.hidden_tags
-METRICS_KEY, METRICS_TYPE = "queue-metrics", "queue_metrics"  # samples live in the events table
+METRICS_KEY, METRICS_TYPE = "queue-metrics", "queue_metrics"  # samples live in the events table, by day
 METRICS_BEFORE_FROM_DATE_S = 3600  # the real server's services.queues.metrics_before_from_date
 
 
@@ -99,7 +100,7 @@ def _log_metrics(tx: Transaction, queue: Doc) -> None:
         "queue_length": len(waits),
         "avg_waiting_time": sum(waits) / len(waits) if waits else 0,
     }
-    tx.add_event(METRICS_KEY, METRICS_TYPE, sample)
+    samples.add(tx, METRICS_KEY, METRICS_TYPE, sample)
 
 
 def _save(tx: Transaction, queue: Doc, log_metrics: bool = True) -> None:
@@ -465,9 +466,9 @@ def get_queue_metrics(ctx: Context, body: Doc) -> Doc:
         for q in queues:
             _log_metrics(ctx.tx, q)
     low, high = (from_date - METRICS_BEFORE_FROM_DATE_S) * 1000, to_date * 1000
-    samples = [
+    found = [
         s
-        for s in ctx.tx.events(METRICS_KEY, [METRICS_TYPE])
+        for s in samples.read(ctx.tx, METRICS_KEY, METRICS_TYPE, low / 1000, high / 1000)
         if s.get("queue") in ids and low <= s.get("timestamp", 0) <= high
     ]
     chart_start = (from_date - interval) * 1000
@@ -477,7 +478,7 @@ def get_queue_metrics(ctx: Context, body: Doc) -> Doc:
         for queue_id in body["queue_ids"]:
             if queue_id not in ids:
                 continue
-            buckets = _histogram([s for s in samples if s["queue"] == queue_id], interval_ms)
+            buckets = _histogram([s for s in found if s["queue"] == queue_id], interval_ms)
             points = [(k, s) for k, s in buckets.items() if k >= chart_start]
             if not points:
                 continue
@@ -492,7 +493,7 @@ def get_queue_metrics(ctx: Context, body: Doc) -> Doc:
         return {"queues": result}
     per_date: dict[int, dict[str, Doc]] = defaultdict(dict)
     for queue_id in ids:
-        for key, s in _histogram([s for s in samples if s["queue"] == queue_id], interval_ms).items():
+        for key, s in _histogram([s for s in found if s["queue"] == queue_id], interval_ms).items():
             per_date[key][queue_id] = s
     last: dict[str, Doc] = {}
     dates, waits, lengths = [], [], []

@@ -20,10 +20,12 @@ from .. import errors
 from ..query import now_iso
 from ..registry import COMPANY, USER, Context, endpoint, require
 from ..store import Doc
+from . import samples
 
 DEFAULT_TIMEOUT_S = 600
 MIN_CHART_INTERVAL_S = 40
-STATS_KEY, STATS_TYPE = "worker-stats", "worker_stats"
+STATS_KEY, STATS_TYPE = "worker-stats", "worker_stats"  # in the events table, by day
+KEYS_LOOKBACK_S = 31 * 24 * 3600  # get_metric_keys looks at the last month
 
 
 def _key(worker_id: str) -> str:
@@ -107,7 +109,8 @@ def status_report(ctx: Context, body: Doc) -> Doc:
         if body.get(key) is not None:
             doc[key] = list(body[key]) if isinstance(body[key], list) else [body[key]]
     if body.get("machine_stats"):
-        ctx.tx.add_event(
+        samples.add(
+            ctx.tx,
             STATS_KEY,
             STATS_TYPE,
             {
@@ -234,11 +237,19 @@ def set_runtime_properties(ctx: Context, body: Doc) -> Doc:
 # ---------------------------------------------------------------------------- statistics
 
 
-def _samples(ctx: Context, worker_ids: list[str] | None = None) -> list[Doc]:
+def _samples(
+    ctx: Context,
+    worker_ids: list[str] | None = None,
+    from_date: float | None = None,
+    to_date: float | None = None,
+) -> list[Doc]:
     """One document per reported value, as the real server writes them: category (``cpu`` of
-    ``cpu_usage``), metric, variant (``total``, or the index of a per-device list) and value."""
+    ``cpu_usage``), metric, variant (``total``, or the index of a per-device list) and value; of the
+    days from ``from_date`` to ``to_date`` (the last 31 days when not given)."""
+    to_date = time.time() if to_date is None else to_date
+    from_date = to_date - KEYS_LOOKBACK_S if from_date is None else from_date
     rows = []
-    for report in ctx.tx.events(STATS_KEY, [STATS_TYPE]):
+    for report in samples.read(ctx.tx, STATS_KEY, STATS_TYPE, from_date, to_date):
         if worker_ids and report.get("worker") not in worker_ids:
             continue
         for metric, value in (report.get("stats") or {}).items():
@@ -316,7 +327,7 @@ def get_stats(ctx: Context, body: Doc) -> Doc:
     cutoff = (to_date - 0.9 * interval) * 1000
     keys = [k for k in keys if k < cutoff]
     step = interval * 1000
-    rows = _samples(ctx, body.get("worker_ids"))
+    rows = _samples(ctx, body.get("worker_ids"), from_date, to_date)
     rows = [r for r in rows if from_date * 1000 <= r["timestamp"] <= to_date * 1000]
     result: dict[str, dict[str, list[Doc]]] = defaultdict(lambda: defaultdict(list))
     for item in body.get("items") or []:
@@ -358,7 +369,11 @@ def get_activity_report(ctx: Context, body: Doc) -> Doc:
     running a task (``active``); the last incomplete bucket is left out."""
     from_date, to_date, interval = _range(body)
     step = interval * 1000
-    rows = [r for r in _samples(ctx) if from_date * 1000 <= r["timestamp"] <= to_date * 1000]
+    rows = [
+        r
+        for r in _samples(ctx, None, from_date, to_date)
+        if from_date * 1000 <= r["timestamp"] <= to_date * 1000
+    ]
 
     def series(active_only: bool) -> Doc:
         keys = _bucket_keys(from_date, to_date, interval)
