@@ -59,6 +59,8 @@ PAGE = 20
 """Claims read per query when looking for the newest generation."""
 ALREADY_GONE = {(400, 101)}
 """tasks.delete of a claim that someone else deleted already (invalid task id)."""
+ALREADY_READY = {(400, 203)}
+"""models.set_ready of a model that is published already (another process published it meanwhile)."""
 
 
 class RegistryError(RuntimeError):
@@ -581,11 +583,20 @@ class ModelRegistry:
         return self.transition(change, f"rollback {model_id}: {reason}")
 
     # ------------------------------------------------------------------ projection onto the models
+    def _set_ready(self, model_id: str) -> None:
+        """Publish a model; one that another process published meanwhile is fine (the real server
+        refuses ``set_ready`` on a ready model with 400/203)."""
+        try:
+            self.api.call("models.set_ready", model=model_id, publish_task=False)
+        except ApiCallError as exc:
+            if (exc.code, exc.subcode) not in ALREADY_READY:
+                raise
+
     def _publish(self, model_id: str) -> None:
         try:
             model = self.api.call("models.get_by_id", model=model_id)["model"]
             if not model.get("ready"):
-                self.api.call("models.set_ready", model=model_id, publish_task=False)
+                self._set_ready(model_id)
         except ApiCallError as exc:
             raise RegistryError(f"cannot publish model {model_id}: {exc}") from exc
 
@@ -650,7 +661,7 @@ class ModelRegistry:
         if sorted(tags) != desired:
             self.api.call("models.update", model=model_id, tags=desired)
         if wanted in PUBLISHED_STATES and not doc.get("ready"):
-            self.api.call("models.set_ready", model=model_id, publish_task=False)
+            self._set_ready(model_id)
         if wanted is None:
             return
         meta = {k: str((v or {}).get("value")) for k, v in (doc.get("metadata") or {}).items()}

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from clearml.backend_api import Session
 
-from occupancy_mlops.clearml_api import ClearmlApi
+from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi
 from tests.conftest import run_python
 from training.registry import (
     CANARY,
@@ -25,6 +25,7 @@ from training.registry import (
     ROLLED_BACK,
     STATES,
     ModelRegistry,
+    RegistryError,
     RegistryState,
     TransitionRefused,
 )
@@ -55,7 +56,11 @@ class World:
     def model(self, name: str = MODEL) -> str:
         return str(
             self.api.call(
-                "models.create", name=name, project=self.project_id, uri=f"file:///m/{uuid.uuid4().hex}"
+                "models.create",
+                name=name,
+                project=self.project_id,
+                uri=f"file:///m/{uuid.uuid4().hex}",
+                ready=False,  # as the SDK's OutputModel creates it (the server's default is ready)
             )["id"]
         )
 
@@ -292,7 +297,7 @@ def test_a_writer_killed_between_its_event_and_its_tags(world):
 
 RACER = """
 import collections, json, random, sys, time
-from occupancy_mlops.clearml_api import ClearmlApi
+from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi
 from training.registry import ModelRegistry, TransitionRefused
 
 project, project_id, seed, rounds = {project!r}, {project_id!r}, {seed}, {rounds}
@@ -485,3 +490,26 @@ print(current_champion(reg, {challenger!r}))
     state = world.registry.read()
     assert (state.generation, state.champion, state.versions) == (1, legacy, {legacy: 1})
     assert "adopted" in state.reasons[legacy] and world.tags(legacy) == [CHAMPION]
+
+
+class _PublishedMeanwhile:
+    """An API whose model reads as a draft, then is refused as ready: another process published it
+    between the read and ``set_ready`` (the real server answers 400/203)."""
+
+    def __init__(self, subcode: int) -> None:
+        self.subcode = subcode
+        self.calls: list[str] = []
+
+    def call(self, endpoint: str, **body: object) -> dict:
+        self.calls.append(endpoint)
+        if endpoint == "models.get_by_id":
+            return {"model": {"id": body["model"], "ready": False}}
+        raise ApiCallError(endpoint, 400, self.subcode, "model is ready")
+
+
+def test_publishing_a_model_that_was_published_meanwhile_is_not_an_error():
+    api = _PublishedMeanwhile(203)
+    ModelRegistry("P", api=api)._publish("m1")  # type: ignore[arg-type]
+    assert api.calls == ["models.get_by_id", "models.set_ready"]
+    with pytest.raises(RegistryError, match="cannot publish model m1"):
+        ModelRegistry("P", api=_PublishedMeanwhile(201))._publish("m1")  # type: ignore[arg-type]
