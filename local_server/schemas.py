@@ -364,6 +364,7 @@ REQUESTS: dict[str, Request] = {
     ),
     "tasks.dequeue": STATUS_CHANGE.extend(new_status=STR, remove_from_all_queues=BOOL),
     "tasks.ping": _task(),
+    "tasks.edit_runtime": _task(add_or_update=MapOf(STR), remove=STRS, force=BOOL),
     "tasks.clone": _task(
         new_task_name=STR,
         new_task_comment=STR,

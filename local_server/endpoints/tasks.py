@@ -980,6 +980,7 @@ def cleanup_task(
                     _set_model_task(tx, model["id"], None)
                 else:
                     tx.delete("model", model["id"])
+                    tx.delete_events(model["id"])  # the model's own events go with it
                     deleted_models += 1
             continue
         for model in models:
@@ -1009,6 +1010,7 @@ def _reset_one(ctx: Context, task_id: str, body: Doc) -> tuple[Doc, Doc, Doc]:
         dequeued = {"removed": remove_entry(ctx.tx, doc["execution"]["queue"], doc["id"])}
     _remove_from_all_queues(ctx.tx, doc["id"])
     cleanup = cleanup_task(ctx.tx, doc, force, False, body.get("delete_output_models", True) is not False)
+    ctx.tx.delete_events(doc["id"])  # the run's logs, metrics, plots and debug images
     fields = change_status(doc, "created", force, "reset", "reset")
     doc.update(
         started=None,
@@ -1118,6 +1120,25 @@ def _dequeue_one(ctx: Context, task_id: str, body: Doc) -> Doc:
 def dequeue(ctx: Context, body: Doc) -> Doc:
     require(body, "task")
     return _dequeue_one(ctx, body["task"], body)
+
+
+@endpoint("tasks.edit_runtime")
+def edit_runtime(ctx: Context, body: Doc) -> Doc:
+    """Add, update or remove keys of ``runtime`` (a draft, queued or running task: the real server
+    always edits it as forced)."""
+    require(body, "task")
+    doc = mutable_task(ctx.tx, body["task"])
+    check_editable(doc, True)
+    add = body.get("add_or_update") or {}
+    remove = string_list(body, "remove") or []
+    if not (add or remove):
+        return {"updated": 0}
+    runtime = {**(doc.get("runtime") or {}), **add}
+    for key in remove:
+        runtime.pop(key, None)
+    doc["runtime"] = runtime
+    save(ctx.tx, doc)
+    return {"updated": 1}
 
 
 @endpoint("tasks.ping")
@@ -1239,9 +1260,11 @@ def _delete_one(ctx: Context, task_id: str, body: Doc) -> Doc:
         _remove_from_all_queues(ctx.tx, step)
         cleanup_task(ctx.tx, get_task(ctx.tx, step), True, True, delete_models)
         ctx.tx.delete("task", step)
+        ctx.tx.delete_events(step)
     _remove_from_all_queues(ctx.tx, doc["id"])
     cleanup = cleanup_task(ctx.tx, doc, force, True, delete_models)
     ctx.tx.delete("task", doc["id"])
+    ctx.tx.delete_events(doc["id"])
     return cleanup
 
 

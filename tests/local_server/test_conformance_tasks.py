@@ -9,6 +9,7 @@ ordering of user values) and what older API versions send and get (legacy parame
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from typing import Any
 
@@ -400,3 +401,31 @@ def test_pipeline_steps_follow_their_controller_when_asked(api: VersionedApi) ->
     assert all("archived" in _get(api, t)["system_tags"] for t in (controller, *steps))
     api.ok("tasks.delete", {"task": controller, "include_pipeline_steps": True, "force": True})
     assert api.ok("tasks.get_all_ex", {"id": [controller, *steps]})["tasks"] == []
+
+
+def test_reset_and_delete_remove_the_task_events(api: VersionedApi) -> None:
+    def log(task: str) -> list[dict[str, Any]]:
+        return list(api.ok("events.get_task_log", {"task": task})["events"])
+
+    def report(task: str) -> None:
+        res = api.call("events.add_batch", raw=f'{{"task": "{task}", "type": "log", "msg": "hello"}}')
+        assert res.status_code == 200, res.text
+
+    task = _task(api)
+    api.ok("tasks.started", {"task": task})
+    report(task)
+    assert [e["msg"] for e in log(task)] == ["hello"]
+    api.ok("tasks.reset", {"task": task})
+    assert log(task) == []
+    report(task)
+    api.ok("tasks.delete", {"task": task})
+    with sqlite3.connect(api.srv.settings.db_path) as db:  # no API reads events of a deleted task
+        assert db.execute("SELECT COUNT(*) FROM events WHERE task=?", (task,)).fetchone() == (0,)
+
+
+def test_edit_runtime_adds_updates_and_removes_keys(api: VersionedApi) -> None:
+    task = _task(api)
+    api.ok("tasks.edit", {"task": task, "runtime": {"a": "1", "b": "2"}})
+    res = api.ok("tasks.edit_runtime", {"task": task, "add_or_update": {"b": "3", "c": "4"}, "remove": ["a"]})
+    assert res["updated"] == 1
+    assert _get(api, task)["runtime"] == {"b": "3", "c": "4"}
