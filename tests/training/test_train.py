@@ -55,8 +55,9 @@ def test_evaluate_command_prints_metrics_as_json(model_dir, occupancy_dir):
     proc = _cli("evaluate", "--model", str(model_dir), "--data", str(occupancy_dir / "datatest.txt"))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
-    assert set(metrics) == {"accuracy", "f1", "roc_auc", "rows", "positives"}
+    assert set(metrics) == {"accuracy", "f1", "roc_auc", "rows", "positives", "brier", "ece"}
     assert metrics["rows"] == 2665 and metrics["accuracy"] > 0.95
+    assert 0 <= metrics["ece"] < 0.1 and 0 <= metrics["brier"] < 0.05  # probabilities that mean what they say
 
 
 def test_train_refuses_bad_data_naming_the_problem(tmp_path):
