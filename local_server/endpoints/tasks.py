@@ -1046,11 +1046,17 @@ def reset(ctx: Context, body: Doc) -> Doc:
 
 
 def _enqueue_one(ctx: Context, task_id: str, body: Doc) -> Doc:
+    """Like the real server's ``enqueue_task``: a queued task may be enqueued to another queue (it
+    leaves the old one and keeps the status to return to); its own queue again is 400/706."""
     doc = mutable_task(ctx.tx, task_id)
-    if doc["status"] == "queued":
-        raise errors.task_already_queued(doc["id"])
     if body.get("queue") and body.get("queue_name"):
         raise errors.validation("Either queue id or queue name should be provided")
+    update_queue = body.get("update_execution_queue", True) is not False
+    if not update_queue and not (doc["status"] == "queued" and doc["execution"].get("queue")):
+        raise errors.validation(
+            "Cannot skip setting execution queue for a task that is not enqueued "
+            "or does not have execution queue set"
+        )
     if body.get("queue"):
         queue = get_queue(ctx.tx, body["queue"])
     elif body.get("queue_name"):
@@ -1060,16 +1066,24 @@ def _enqueue_one(ctx: Context, task_id: str, body: Doc) -> Doc:
         queue = get_queue(ctx.tx, body["queue_name"], by_name=True)
     else:
         queue = resolve_default_queue(ctx.tx)
-    before = doc["status"]
+    if any(e["task"] == doc["id"] for e in queue.get("entries") or []):
+        raise errors.task_already_queued(doc["id"])
+    before = (
+        doc.get("enqueue_status")
+        if doc["status"] == "queued" and doc.get("enqueue_status")
+        else doc["status"]
+    )
     fields = change_status(
         doc, "queued", bool(body.get("force")), body.get("status_reason", ""), body.get("status_message", "")
     )
     # the status to return to when the task leaves the queue without running (tasks.dequeue)
     doc["enqueue_status"] = before
-    doc["execution"]["queue"] = queue["id"]
-    fields["execution.queue"] = queue["id"]
+    if update_queue:
+        doc["execution"]["queue"] = queue["id"]
+        fields["execution.queue"] = queue["id"]
     save(ctx.tx, doc)
     enqueue_entry(ctx.tx, queue["id"], doc["id"])
+    _remove_from_all_queues(ctx.tx, doc["id"], keep=queue["id"])  # it waits in one queue only
     return {"queued": 1, "updated": 1, "fields": fields}
 
 
@@ -1079,8 +1093,13 @@ def enqueue(ctx: Context, body: Doc) -> Doc:
     return {**_enqueue_one(ctx, body["task"], body), "queue_watched": True}
 
 
-def _remove_from_all_queues(tx: Transaction, task_id: str) -> None:
-    for queue_id in [q["id"] for q in tx.scan("queue") if any(e["task"] == task_id for e in q["entries"])]:
+def _remove_from_all_queues(tx: Transaction, task_id: str, keep: str | None = None) -> None:
+    queues = [
+        q["id"]
+        for q in tx.scan("queue")
+        if q["id"] != keep and any(e["task"] == task_id for e in q["entries"])
+    ]
+    for queue_id in queues:
         remove_entry(tx, queue_id, task_id)
 
 

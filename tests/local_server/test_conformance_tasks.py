@@ -429,3 +429,15 @@ def test_edit_runtime_adds_updates_and_removes_keys(api: VersionedApi) -> None:
     res = api.ok("tasks.edit_runtime", {"task": task, "add_or_update": {"b": "3", "c": "4"}, "remove": ["a"]})
     assert res["updated"] == 1
     assert _get(api, task)["runtime"] == {"b": "3", "c": "4"}
+
+
+def test_a_queued_task_moves_to_another_queue_but_not_twice_into_one(api: VersionedApi) -> None:
+    first, second = _queue(api), _queue(api)
+    task = _task(api)
+    api.ok("tasks.enqueue", {"task": task, "queue": first})
+    assert _codes(api, "tasks.enqueue", {"task": task, "queue": first}) == (400, 706)
+    api.ok("tasks.enqueue", {"task": task, "queue": second})
+    entries = {q: api.ok("queues.get_by_id", {"queue": q})["queue"]["entries"] for q in (first, second)}
+    assert entries[first] == [] and [e["task"] for e in entries[second]] == [task]
+    api.ok("tasks.dequeue", {"task": task})
+    assert _get(api, task)["status"] == "created", "back to the status before the first enqueue"
