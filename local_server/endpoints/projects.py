@@ -19,6 +19,7 @@ from .. import errors
 from ..query import PROJECT_OPTIONS, compile_regex, list_predicate, now_iso, parse_date, run_query
 from ..registry import COMPANY, USER, Context, endpoint, ids_of, merge_tags, new_id, require, string_list
 from ..store import Doc, Transaction
+from . import compat
 
 HIDDEN = "hidden"
 ARCHIVED = "archived"
@@ -180,6 +181,7 @@ def _rename_children(
 @endpoint("projects.create")
 def create(ctx: Context, body: Doc) -> Doc:
     require(body, "name")
+    body = compat.conform_request(ctx, body, "project")
     name = _clean_name(body["name"])
     if find_by_name(ctx.tx, name) is not None:
         raise errors.unique_violation("Project with the same name already exists", name=name)
@@ -196,7 +198,9 @@ def create(ctx: Context, body: Doc) -> Doc:
 @endpoint("projects.get_by_id")
 def get_by_id(ctx: Context, body: Doc) -> Doc:
     require(body, "project")
-    return {"project": get_project(ctx.tx, body["project"])}
+    project = dict(get_project(ctx.tx, body["project"]))
+    compat.conform_output(ctx, [project])
+    return {"project": project}
 
 
 @endpoint("projects.update")
@@ -204,6 +208,7 @@ def update(ctx: Context, body: Doc) -> Doc:
     """Like ``ProjectBLL.update``: a new name must keep the location (else 400/408, use
     ``projects.move``) and be free (400/801); the sub-projects are renamed with it."""
     require(body, "project")
+    body = compat.conform_request(ctx, body, "project")
     doc = _writable(ctx.tx, body["project"])
     fields: Doc = {}
     for key in ("description", "default_output_destination"):
@@ -230,6 +235,7 @@ def update(ctx: Context, body: Doc) -> Doc:
     if doc["name"] != old_name:
         children = [d for d in ctx.tx.scan("project") if doc["id"] in (d.get("path") or [])]
         _rename_children(ctx.tx, doc, children, old_name)
+    compat.conform_output(ctx, [fields])
     return {"updated": 1, "fields": fields}
 
 
@@ -401,7 +407,7 @@ def _dataset_stats(ctx: Context, project: Doc) -> Doc | None:
 
 @endpoint("projects.get_all", "projects.get_all_ex")
 def get_all(ctx: Context, body: Doc) -> Doc:
-    query = dict(body)
+    query = compat.conform_request(ctx, dict(body), "project")
     extra = []
     requested = query.get("id")
     if not (query.get("search_hidden") or requested):
@@ -420,6 +426,7 @@ def get_all(ctx: Context, body: Doc) -> Doc:
         extra.append(lambda d: d["id"] in selected)
     page = run_query(ctx.tx.scan("project"), query, PROJECT_OPTIONS, extra, default_order=["name"])
     projects = [dict(p) for p in page.items]  # copies: the listed documents are the stored ones
+    compat.conform_output(ctx, projects)
     if ex and projects:
         for p in projects:  # joined like the real server's get_all_ex: the parent's id and name
             if p.get("parent"):

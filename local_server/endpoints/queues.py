@@ -18,7 +18,7 @@ from .. import errors
 from ..query import QUEUE_OPTIONS, list_predicate, now_iso, parse_date, run_query
 from ..registry import COMPANY, USER, Context, endpoint, merge_tags, new_id, require, string_list
 from ..store import Doc, Store, Transaction
-from . import samples
+from . import compat, samples
 
 DEFAULT = "default"
 HIDDEN_TAGS = ("k8s-glue",)  # the real server's services.queues.hidden_tags
@@ -155,6 +155,7 @@ def _reset_tasks(tx: Transaction, task_ids: list[str], queue_id: str, reason: st
 @endpoint("queues.create")
 def create(ctx: Context, body: Doc) -> Doc:
     require(body, "name")
+    body = compat.conform_request(ctx, body, "queue")
     name = str(body["name"]).strip()
     if any(q["name"] == name for q in ctx.tx.scan("queue")):
         raise errors.unique_violation("a queue with this name exists", name=name)
@@ -178,7 +179,9 @@ def _limit_entries(queue: Doc, max_entries: Any) -> Doc:
 @endpoint("queues.get_by_id")
 def get_by_id(ctx: Context, body: Doc) -> Doc:
     require(body, "queue")
-    return {"queue": _limit_entries(get_queue(ctx.tx, body["queue"]), body.get("max_task_entries"))}
+    queue = dict(_limit_entries(get_queue(ctx.tx, body["queue"]), body.get("max_task_entries")))
+    compat.conform_output(ctx, [queue])
+    return {"queue": queue}
 
 
 def _workers_of(ctx: Context) -> dict[str, list[Doc]]:
@@ -203,12 +206,14 @@ def get_all(ctx: Context, body: Doc) -> Doc:
     """``max_task_entries`` limits the entries listed; ``get_all_ex`` also names each entry's task
     (``{id, name}``), lists the workers listening (``workers``) and hides queues tagged
     ``k8s-glue`` unless searched by id or name or with ``search_hidden``."""
+    body = compat.conform_request(ctx, body, "queue")
     extra = []
     if not (body.get("search_hidden") or body.get("id") or body.get("name")):
         extra.append(list_predicate("system_tags", [f"-{t}" for t in HIDDEN_TAGS]))
     page = run_query(ctx.tx.scan("queue"), body, QUEUE_OPTIONS, extra, default_order=["name"])
     # copies: the listed documents are the stored ones
     queues = [dict(_limit_entries(q, body.get("max_task_entries"))) for q in page.items]
+    compat.conform_output(ctx, queues)
     if ctx.endpoint == "queues.get_all_ex":
         workers = _workers_of(ctx)
         for queue in queues:
@@ -236,6 +241,7 @@ def get_default(ctx: Context, body: Doc) -> Doc:
 @endpoint("queues.update")
 def update(ctx: Context, body: Doc) -> Doc:
     require(body, "queue")
+    body = compat.conform_request(ctx, body, "queue")
     queue = ctx.tx.mutable("queue", get_queue(ctx.tx, body["queue"])["id"])
     assert queue is not None
     fields: Doc = {}
@@ -250,6 +256,7 @@ def update(ctx: Context, body: Doc) -> Doc:
             fields[key] = merge_tags(None, string_list(body, key))
     queue.update(fields)
     _save(ctx.tx, queue, log_metrics=False)
+    compat.conform_output(ctx, [fields])
     return {"updated": 1, "fields": fields}
 
 

@@ -207,3 +207,24 @@ def test_a_public_project_is_listed_but_cannot_be_changed(api: Api) -> None:
     assert _code(api, "projects.update", {"project": project, "description": "x"}) == (403, 21)
     assert api.ok("projects.make_private", {"ids": [project]})["updated"] == 1
     api.ok("projects.update", {"project": project, "description": "x"})
+
+
+def test_clients_before_api_2_3_send_and_get_system_tags_in_tags(api: Api) -> None:
+    def old(endpoint: str, body: dict) -> dict:
+        res = api.session.post(f"{api.base}/v2.2/{endpoint}", json=body, timeout=30)
+        assert res.status_code == 200, res.text
+        return res.json()["data"]
+
+    name = _name("oldtags")
+    project = old("projects.create", {"name": name, "tags": ["public", "test"]})["id"]
+    assert _by_id(api, project)["tags"] == ["test"] and _by_id(api, project)["system_tags"] == ["public"]
+    assert sorted(old("projects.get_by_id", {"project": project})["project"]["tags"]) == ["public", "test"]
+    assert old("projects.get_all", {"name": f"^{name}$", "tags": ["-public"]})["projects"] == []
+    old("projects.update", {"project": project, "tags": ["test"]})
+    assert _by_id(api, project)["system_tags"] == []
+
+    queue = old("queues.create", {"name": _name("oldq"), "tags": ["default", "q"]})["id"]
+    stored = api.ok("queues.get_by_id", {"queue": queue})["queue"]
+    assert (stored["tags"], stored["system_tags"]) == (["q"], ["default"])
+    assert sorted(old("queues.get_by_id", {"queue": queue})["queue"]["tags"]) == ["default", "q"]
+    api.ok("queues.delete", {"queue": queue})
