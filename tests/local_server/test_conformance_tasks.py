@@ -441,3 +441,9 @@ def test_a_queued_task_moves_to_another_queue_but_not_twice_into_one(api: Versio
     assert entries[first] == [] and [e["task"] for e in entries[second]] == [task]
     api.ok("tasks.dequeue", {"task": task})
     assert _get(api, task)["status"] == "created", "back to the status before the first enqueue"
+
+
+def test_publishing_a_published_task_again_needs_force(api: VersionedApi) -> None:
+    task = _published(api)
+    assert _codes(api, "tasks.publish", {"task": task}) == (400, 110)
+    assert api.ok("tasks.publish", {"task": task, "force": True})["updated"] == 1
