@@ -152,3 +152,13 @@ def test_delete_refuses_a_model_in_use_or_of_a_published_task(api: VersionedApi)
         "url": "file:///p.bin",
     }
     assert _task(api, task)["models"]["output"][0]["model"] == f"__DELETED__{made}"
+
+
+def test_move_update_tags_and_frameworks(api: VersionedApi) -> None:
+    name = _name("ModelsMoved")
+    model = _model(api, tags=["old"], framework="sklearn-x")
+    project = api.ok("models.move", {"ids": [model], "project_name": name})["project_id"]
+    assert api.ok("models.get_by_id", {"model": model})["model"]["project"] == project
+    api.ok("models.update_tags", {"ids": [model], "add_tags": ["new"], "remove_tags": ["old"]})
+    assert api.ok("models.get_by_id", {"model": model})["model"]["tags"] == ["new"]
+    assert api.ok("models.get_frameworks", {"projects": [project]})["frameworks"] == ["sklearn-x"]
