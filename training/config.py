@@ -26,6 +26,13 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 64,
     "LEARNING_RATE": 0.001,
     "VALIDATION_FRACTION": 0.25,  # the latest part of the training data, by time, for early stopping
+    # every kernel and batch-norm scale non-negative: the probability only rises with light and with rising
+    # CO2. Unconstrained, seeds learned "very bright means empty" from one sunny Saturday and missed
+    # occupied sunny minutes of other weeks (issue 11; bench/bench_model.py)
+    "MONOTONE": True,
+    # Platt scaling of the output on the training rows after fitting, folded into the output layer: the
+    # probability means what it says, and the 0.5 boundary moves to where the classes cross
+    "CALIBRATE": True,
     "GATE_FLOOR": 0.97,  # the least accuracy a model needs on the evaluation set to be published
     "GATE_TOLERANCE": 0.005,  # how much worse than the champion a challenger may be
     "MODEL_NAME": "occupancy-mlp",
@@ -41,6 +48,19 @@ EVAL_WINDOWS = ("file", "day", "week")
 DEPLOY_MODES = ("canary", "direct")
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _boolean(value: Any) -> bool:
+    """A flag from a bool or from its text form (a cloned task's hyperparameters are strings)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{value!r} is not true or false")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     CLEARML_DATASET_ID: str
@@ -54,6 +74,8 @@ class TrainingConfig:
     BATCH_SIZE: int
     LEARNING_RATE: float
     VALIDATION_FRACTION: float
+    MONOTONE: bool
+    CALIBRATE: bool
     GATE_FLOOR: float
     GATE_TOLERANCE: float
     MODEL_NAME: str
@@ -74,7 +96,10 @@ class TrainingConfig:
             kind = type(DEFAULTS[f.name])
             value = merged[f.name]
             try:
-                typed[f.name] = kind(value) if not isinstance(value, kind) or kind is float else value
+                if kind is bool:
+                    typed[f.name] = _boolean(value)
+                else:
+                    typed[f.name] = kind(value) if not isinstance(value, kind) or kind is float else value
             except (TypeError, ValueError) as exc:
                 raise ValueError(
                     f"training setting {f.name}={value!r} is not a valid {kind.__name__}"

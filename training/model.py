@@ -30,6 +30,8 @@ MIN_EPOCHS: int = DEFAULTS["MIN_EPOCHS"]
 BN_MOMENTUM = 0.9
 """Keras' default 0.99 leaves the moving statistics far from the data after the few hundred steps
 this model trains for, and early stopping then picks a bad epoch for some seeds."""
+MONOTONE: bool = DEFAULTS["MONOTONE"]
+CALIBRATE: bool = DEFAULTS["CALIBRATE"]
 CLASS_WEIGHT = False
 """Balanced class weights changed nothing on validation; off by default."""
 
@@ -51,20 +53,25 @@ def build_model(
     learning_rate: float = LEARNING_RATE,
     seed: int | None = None,
     bn_momentum: float = BN_MOMENTUM,
+    monotone: bool | None = None,
 ) -> keras.Model:
     """The MLP, compiled with Adam and binary cross-entropy (metric: accuracy).
 
     ``seed`` (optional) sets Keras' global seeds first, so weights and dropout masks repeat.
+    ``monotone`` (default :data:`MONOTONE`): every kernel and batch-norm scale is kept non-negative,
+    so the probability can only rise with each input (more light, faster-rising CO2), whatever the seed.
     """
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    nonneg = keras.constraints.NonNeg() if (MONOTONE if monotone is None else monotone) else None
+    norm = {"momentum": bn_momentum, "gamma_constraint": nonneg}
     inputs = keras.Input(shape=(n_features,), name="features")
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="input_norm")(inputs)
+    x = keras.layers.BatchNormalization(**norm, name="input_norm")(inputs)
     for block in (1, 2):
-        x = keras.layers.Dense(layer_size, activation="relu", name=f"dense_{block}")(x)
-        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"norm_{block}")(x)
+        x = keras.layers.Dense(layer_size, "relu", kernel_constraint=nonneg, name=f"dense_{block}")(x)
+        x = keras.layers.BatchNormalization(**norm, name=f"norm_{block}")(x)
         x = keras.layers.Dropout(dropout, name=f"dropout_{block}")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="occupancy")(x)
+    outputs = keras.layers.Dense(1, "sigmoid", kernel_constraint=nonneg, name="occupancy")(x)
     model = keras.Model(inputs, outputs, name="occupancy_mlp")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -152,3 +159,33 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> 
     x = np.asarray(x, dtype="float32")
     parts = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
     return np.concatenate(parts).ravel() if parts else np.zeros(0, dtype="float32")
+
+
+def output_logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The output layer's pre-sigmoid value per row (inference mode)."""
+    proba = np.clip(predict_proba(model, x).astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(proba / (1 - proba))
+
+
+def calibrate_output(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling folded into the output layer: fit ``sigmoid(a * logit + c)`` to the labels by
+    maximum likelihood, then scale the output Dense layer's kernel by ``a`` and map its bias to
+    ``a * bias + c``, so the Keras model and its portable form both return calibrated probabilities.
+
+    Returns ``(a, c)``; ``(1, 0)`` (nothing changed) when the fit is degenerate (one class, a
+    non-positive or non-finite slope).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) < 2:
+        return 1.0, 0.0
+    logits = output_logits(model, x)
+    fitted = LogisticRegression(C=1e4, max_iter=1000).fit(logits[:, None], y)
+    a, c = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    if not (np.isfinite(a) and np.isfinite(c)) or a <= 0:
+        return 1.0, 0.0
+    layer = model.get_layer("occupancy")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * a, bias * a + c])
+    return a, c

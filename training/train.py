@@ -120,7 +120,7 @@ def train_model(
     """Train the MLP on a validated labeled frame (see :func:`training.data.load_labeled`)."""
     import keras
 
-    from training.model import build_model, configure_tensorflow, fit
+    from training.model import build_model, calibrate_output, configure_tensorflow, fit
 
     if frame[LABEL_COLUMN].nunique() < 2:
         raise ValueError("the training data holds only one class: nothing to learn")
@@ -134,7 +134,12 @@ def train_model(
     x_val, y_val = features.loc[val_part.index].to_numpy(), val_part[LABEL_COLUMN].to_numpy()
 
     model = build_model(
-        x_train.shape[1], config.LAYER_SIZE, config.DROPOUT, config.LEARNING_RATE, seed=config.RANDOM_STATE
+        x_train.shape[1],
+        config.LAYER_SIZE,
+        config.DROPOUT,
+        config.LEARNING_RATE,
+        seed=config.RANDOM_STATE,
+        monotone=config.MONOTONE,
     )
     callbacks = []
     if on_epoch is not None:
@@ -158,6 +163,10 @@ def train_model(
         seed=config.RANDOM_STATE,
         callbacks=callbacks,
     )
+    calibration: dict[str, Any] = {"method": "none"}
+    if config.CALIBRATE:  # on every training row, validation included: two parameters, many rows
+        slope, intercept = calibrate_output(model, features.to_numpy(), ordered[LABEL_COLUMN].to_numpy())
+        calibration = {"method": "platt", "slope": slope, "intercept": intercept}
     portable = from_keras(model)
     return TrainedModel(
         keras_model=model,
@@ -170,4 +179,5 @@ def train_model(
         seconds=result.seconds,
         train_rows=len(train_part),
         drift_reference=build_reference(ordered, schema).to_dict(),
+        extra_metadata={"calibration": calibration},
     )

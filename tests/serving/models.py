@@ -1,8 +1,9 @@
 """Tiny occupancy model bundles for serving tests, without TensorFlow.
 
 A real :class:`training.bundle.ModelBundle` folder (``model.npz`` + ``metadata.json`` with the
-default feature schema) whose portable model is one sigmoid unit on ``log1p(Light)``:
-``p = sigmoid(4 * (log1p(Light) - log1p(300)) + bias_shift)``, occupied above ~300 lux.
+default feature schema) whose portable model is one sigmoid unit on the schema's Light input ``x``
+(``log1p(Light)`` when the schema logs it, else lux / 100):
+``p = sigmoid(4 * (x(Light) - x(300)) + bias_shift)``, occupied above ~300 lux.
 ``bias_shift`` moves every probability (a skewed challenger for canary tests); ``threshold`` (the
 bundle's decision threshold, 0.5 by default) changes the decisions and not the probabilities (a
 challenger whose distribution looks right and whose answers are wrong).
@@ -30,16 +31,22 @@ LIGHT_THRESHOLD = 300.0
 STEEPNESS = 4.0
 
 
+def light_input(light: float) -> float:
+    """The Light feature as the default schema computes it, on the scale the tiny model uses."""
+    return math.log1p(light) if "Light" in DEFAULT_SCHEMA.log_columns else light / 100.0
+
+
 def tiny_model(bias_shift: float = 0.0) -> PortableModel:
     n = len(DEFAULT_SCHEMA.feature_names)
     weights = np.zeros((n, 1))
-    weights[DEFAULT_SCHEMA.feature_names.index("Light"), 0] = STEEPNESS
-    bias = np.array([-STEEPNESS * math.log1p(LIGHT_THRESHOLD) + bias_shift])
+    scale = 1.0 if "Light" in DEFAULT_SCHEMA.log_columns else 0.01
+    weights[DEFAULT_SCHEMA.feature_names.index("Light"), 0] = STEEPNESS * scale
+    bias = np.array([-STEEPNESS * light_input(LIGHT_THRESHOLD) + bias_shift])
     return PortableModel([DenseLayer(weights, bias, "sigmoid")])
 
 
 def expected_probability(light: float, bias_shift: float = 0.0) -> float:
-    z = STEEPNESS * (math.log1p(light) - math.log1p(LIGHT_THRESHOLD)) + bias_shift
+    z = STEEPNESS * (light_input(light) - light_input(LIGHT_THRESHOLD)) + bias_shift
     return 1.0 / (1.0 + math.exp(-z))
 
 

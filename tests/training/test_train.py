@@ -79,3 +79,30 @@ def test_train_refuses_bad_data_naming_the_problem(tmp_path):
 def test_evaluate_refuses_a_folder_that_is_not_a_model(tmp_path, occupancy_dir):
     proc = _cli("evaluate", "--model", str(tmp_path), "--data", str(occupancy_dir / "datatest.txt"))
     assert proc.returncode != 0 and "is not a model folder" in proc.stderr
+
+
+def test_more_light_or_faster_rising_co2_never_lowers_the_probability(model_dir, occupancy_dir):
+    """The default model is monotone (MONOTONE): no seed can learn "very bright means empty" from a
+    sunny weekend, which made unconstrained models miss occupied sunny minutes of other weeks."""
+    bundle = ModelBundle.load(model_dir)
+    features = make_features(load_labeled([occupancy_dir / "datatest.txt"]), bundle.schema).to_numpy()
+    sample = features[:: max(1, len(features) // 200)]
+    for column in range(features.shape[1]):
+        grid = np.linspace(features[:, column].min(), features[:, column].max() * 3, 40)
+        probed = np.repeat(sample, len(grid), axis=0)
+        probed[:, column] = np.tile(grid, len(sample))
+        proba = bundle.portable.predict_proba(probed).reshape(len(sample), len(grid))
+        assert np.all(np.diff(proba, axis=1) >= -1e-9), bundle.schema.feature_names[column]
+
+
+def test_probabilities_are_calibrated_and_the_calibration_is_recorded(model_dir, occupancy_dir):
+    bundle = ModelBundle.load(model_dir)
+    calibration = bundle.metadata["calibration"]
+    assert calibration["method"] == "platt" and calibration["slope"] > 0
+    frame = load_labeled([occupancy_dir / "datatest.txt"])
+    proba = bundle.predict_proba(frame)
+    occupied = frame["Occupancy"].to_numpy()
+    # among readings the model calls 90-100 % likely, at least 85 % are occupied; below 10 %, at most 15 %
+    assert occupied[proba >= 0.9].mean() >= 0.85
+    assert occupied[proba < 0.1].mean() <= 0.15
+    assert bundle.metadata["validation"]["ece"] < 0.05
