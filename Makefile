@@ -91,7 +91,7 @@ lint: $(STAMP) ## ruff and mypy
 bench-server: $(STAMP) ## local server: tasks.get_all over 10,000 tasks, dataset flow with 100 files
 	$(BIN)/python -m bench.bench_server
 
-bench-model: $(STAMP) ## model quality: accuracy, F1, ROC-AUC and training time over 5 seeds
+bench-model: $(STAMP) ## model on days it never saw: leave-one-day-out vs the light rule, 5 seeds, datatest
 	$(BIN)/python -m bench.bench_model
 
 bench-loop: $(STAMP) system-tools ## trigger latency: finalize → retrain queued (20 versions), → model gated (3 rounds)
