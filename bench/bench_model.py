@@ -153,7 +153,7 @@ def report(
             style = "red" if deficit > MAX_DAY_DEFICIT else ("green" if v > rule[day] else "")
             cells.append(f"[{style}]{v:.2%}[/]" if style else f"{v:.2%}")
         table.add_row(
-            f"{day:%a %Y-%m-%d}",
+            f"{day:%a %m-%d}",
             f"{len(runs[0].day_labels[i]):,}",
             f"{rule[day]:.2%} ({thresholds[day]:.0f})",
             *cells,
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.model import configure_tensorflow
 
     configure_tensorflow(intra_op_threads=2, inter_op_threads=1)  # before any TensorFlow work
-    console = Console()
+    console = Console(width=max(Console().width, 120))  # the per-seed columns need the room
     started = time.perf_counter()
     folder = locate_occupancy_data(args.data)
     training = load_occupancy_file(folder / "datatraining.txt").sort_values(TIME_COLUMN, kind="stable")

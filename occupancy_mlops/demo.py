@@ -254,6 +254,8 @@ def _live_rounds(
                 with _quiet(sdk_log):
                     report = sync_folder(labeled, PROJECT, DATASET, tags=[f"day-{day_file.stem}", PRODUCTION])
                 reports.append(report)
+                if report.drift:  # the labeling preview's verdict against the champion's training days
+                    console.print(f"{label}: {report.drift}")
                 events.append((time.time(), f"{day_file.stem} labeled"))
                 outcome = wait_settled(
                     api, registry, PROJECT, DATASET, report.dataset_id, status.update, label, RETRAIN_TIMEOUT

@@ -2,7 +2,7 @@
 
 A real :class:`training.bundle.ModelBundle` folder (``model.npz`` + ``metadata.json`` with the
 default feature schema) whose portable model is one sigmoid unit on the schema's Light input ``x``
-(``log1p(Light)`` when the schema logs it, else lux / 100):
+(``log1p(Light)`` when the schema logs it, else lux / 300: about the same slope around 300 lux):
 ``p = sigmoid(4 * (x(Light) - x(300)) + bias_shift)``, occupied above ~300 lux.
 ``bias_shift`` moves every probability (a skewed challenger for canary tests); ``threshold`` (the
 bundle's decision threshold, 0.5 by default) changes the decisions and not the probabilities (a
@@ -33,13 +33,13 @@ STEEPNESS = 4.0
 
 def light_input(light: float) -> float:
     """The Light feature as the default schema computes it, on the scale the tiny model uses."""
-    return math.log1p(light) if "Light" in DEFAULT_SCHEMA.log_columns else light / 100.0
+    return math.log1p(light) if "Light" in DEFAULT_SCHEMA.log_columns else light / LIGHT_THRESHOLD
 
 
 def tiny_model(bias_shift: float = 0.0) -> PortableModel:
     n = len(DEFAULT_SCHEMA.feature_names)
     weights = np.zeros((n, 1))
-    scale = 1.0 if "Light" in DEFAULT_SCHEMA.log_columns else 0.01
+    scale = 1.0 if "Light" in DEFAULT_SCHEMA.log_columns else 1.0 / LIGHT_THRESHOLD
     weights[DEFAULT_SCHEMA.feature_names.index("Light"), 0] = STEEPNESS * scale
     bias = np.array([-STEEPNESS * light_input(LIGHT_THRESHOLD) + bias_shift])
     return PortableModel([DenseLayer(weights, bias, "sigmoid")])

@@ -21,7 +21,7 @@ from training.data import (
     load_occupancy_file,
     split_by_day,
 )
-from training.features import DEFAULT_SCHEMA, make_features
+from training.features import TREND_SCHEMA, make_features
 
 HEADER = "date,Temperature,Humidity,Light,CO2,HumidityRatio,Occupancy\n"
 
@@ -121,14 +121,12 @@ def test_training_and_serving_give_every_reading_the_same_features(
     split_by_day(whole, tmp_path / "room-1")
     frame = load_labeled([tmp_path])
     assert frame["source"].nunique() > 1 and frame[ROOM_COLUMN].nunique() == 1
-    from_files = make_features(frame, DEFAULT_SCHEMA).to_numpy()
-    contiguous = make_features(
-        whole.sort_values(TIME_COLUMN).reset_index(drop=True), DEFAULT_SCHEMA
-    ).to_numpy()
+    from_files = make_features(frame, TREND_SCHEMA).to_numpy()
+    contiguous = make_features(whole.sort_values(TIME_COLUMN).reset_index(drop=True), TREND_SCHEMA).to_numpy()
     differing = int((~np.isclose(from_files, contiguous, rtol=0, atol=0)).any(axis=1).sum())
     assert differing == 0, f"{differing} of {len(frame)} rows differ"
     # serving: the history a client sends right after each midnight gives the training row
-    history = DEFAULT_SCHEMA.history_rows
+    history = TREND_SCHEMA.history_rows
     for boundary in frame.index[frame["source"].ne(frame["source"].shift())][1:]:
         for i in (boundary, boundary + 5):
             window = frame.iloc[i - history + 1 : i + 1]
@@ -141,5 +139,5 @@ def test_training_and_serving_give_every_reading_the_same_features(
                     for _, r in window.iterrows()
                 ]
             }
-            served = feature_matrix(parse_readings(body), DEFAULT_SCHEMA)[-1]
+            served = feature_matrix(parse_readings(body), TREND_SCHEMA)[-1]
             assert np.array_equal(served, from_files[i]), (i, served, from_files[i])

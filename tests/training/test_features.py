@@ -9,6 +9,7 @@ import pytest
 from training.data import ROOM_COLUMN, SENSOR_COLUMNS
 from training.features import (
     DEFAULT_SCHEMA,
+    TREND_SCHEMA,
     FeatureSchema,
     WindowFeature,
     feature_row,
@@ -24,7 +25,7 @@ EVERY_OP = FeatureSchema(
         for minutes in (1, 3, 5)
     ),
 )
-SCHEMAS = [DEFAULT_SCHEMA, EVERY_OP]
+SCHEMAS = [DEFAULT_SCHEMA, TREND_SCHEMA, EVERY_OP]
 
 
 def readings(n: int, seed: int = 0, start: str = "2015-02-04 08:00:00") -> pd.DataFrame:
@@ -56,7 +57,7 @@ def assert_same(a: pd.DataFrame | pd.Series, b: pd.DataFrame | pd.Series) -> Non
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "every-op"])
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "trend", "every-op"])
 def test_schema_names_match_columns(schema: FeatureSchema) -> None:
     features = make_features(readings(40), schema)
     assert tuple(features.columns) == schema.feature_names
@@ -64,16 +65,18 @@ def test_schema_names_match_columns(schema: FeatureSchema) -> None:
     assert features.dtypes.eq(np.float64).all()
     assert np.isfinite(features.to_numpy()).all()
     assert schema.history_rows == schema.window_minutes + 1
-    assert schema.window_minutes == max(f.minutes for f in schema.window_features)
+    assert schema.window_minutes == max((f.minutes for f in schema.window_features), default=0)
 
 
-def test_default_schema_declares_its_window_and_inputs() -> None:
-    assert DEFAULT_SCHEMA.window_minutes == 60
-    assert DEFAULT_SCHEMA.history_rows == 61
-    frame = readings(5)[["date", *DEFAULT_SCHEMA.raw_columns]]  # the raw columns are all it needs
-    assert make_features(frame).shape == (5, len(DEFAULT_SCHEMA.feature_names))
-    with pytest.raises(KeyError, match="lacks columns"):
-        make_features(frame.drop(columns=[DEFAULT_SCHEMA.raw_columns[0]]))
+def test_schemas_declare_their_window_and_inputs() -> None:
+    assert DEFAULT_SCHEMA.window_minutes == 0 and DEFAULT_SCHEMA.history_rows == 1  # one reading
+    assert TREND_SCHEMA.window_minutes == 60
+    assert TREND_SCHEMA.history_rows == 61
+    for schema in (DEFAULT_SCHEMA, TREND_SCHEMA):
+        frame = readings(5)[["date", *schema.raw_columns]]  # the raw columns are all it needs
+        assert make_features(frame, schema).shape == (5, len(schema.feature_names))
+        with pytest.raises(KeyError, match="lacks columns"):
+            make_features(frame.drop(columns=[schema.raw_columns[0]]), schema)
 
 
 def test_schema_is_frozen_and_validated() -> None:
@@ -85,7 +88,7 @@ def test_schema_is_frozen_and_validated() -> None:
         FeatureSchema(window_features=(WindowFeature("CO2", "mean", 0),))
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "every-op"])
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "trend", "every-op"])
 def test_changing_a_future_reading_never_changes_an_earlier_row(schema: FeatureSchema) -> None:
     frame = readings(90, seed=1)
     before = make_features(frame, schema)
@@ -124,7 +127,7 @@ def test_segments_start_at_gaps_time_steps_back_and_room_changes() -> None:
     assert segment_positions(backwards.reset_index(drop=True)).tolist() == [*range(5), *range(5)]
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "every-op"])
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "trend", "every-op"])
 def test_a_gap_resets_the_window(schema: FeatureSchema) -> None:
     frame = with_gap(readings(100, seed=3), at=30, minutes=10)
     features = make_features(frame, schema)
@@ -174,7 +177,7 @@ def test_slope_of_a_straight_line() -> None:
     np.testing.assert_allclose(slope.iloc[1:], 3.0, rtol=1e-9)
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "every-op"])
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["default", "trend", "every-op"])
 def test_single_window_equals_the_batch_row(schema: FeatureSchema) -> None:
     frame = with_gap(readings(160, seed=6), at=90, minutes=7)
     batch = make_features(frame, schema)

@@ -65,9 +65,9 @@ def model_folders(tmp_path_factory, occupancy_dir) -> dict[str, str]:
     inverted[LABEL_COLUMN] = 1 - inverted[LABEL_COLUMN]  # an annotator's export with labels swapped
     root = tmp_path_factory.mktemp("gate-models")
     plans = {
-        "corrupt": (inverted, {}),
+        # unconstrained: a monotone model cannot even learn "light means empty" from swapped labels
+        "corrupt": (inverted, {"MONOTONE": False}),
         "good": (frame, {}),
-        "weak": (frame, {"MAX_EPOCHS": 1}),  # stopped after one epoch
         "better": (frame, {"RANDOM_STATE": 43}),
     }
     folders = {}
@@ -77,6 +77,8 @@ def model_folders(tmp_path_factory, occupancy_dir) -> dict[str, str]:
             # judged on its own (swapped) labels it looks excellent: only a fixed evaluation set tells
             assert trained.validation.accuracy > 0.97
         folders[name] = str(trained.save(root / name))
+    # a model that regressed: its light threshold fell into the daylight of empty rooms
+    folders["weak"] = light_threshold_model(root / "weak", 150.5)
     return folders
 
 
