@@ -804,38 +804,42 @@ def _in_range(e: Doc, variants: list[Doc]) -> bool:
     )
 
 
+def _sample_state(
+    ctx: Context, body: Doc, kind: str, key: str, states: Callable[[Context, str, str | None], Any]
+) -> Doc:
+    """The navigation state of a ``get_*_sample`` call: the one its ``scroll_id`` names (refreshed
+    with ``refresh``; 400 when it is for another task or metric), else a new one."""
+    current_metric = body.get("navigate_current_metric", True) is not False
+    metric = body["metric"] if current_metric else None
+    state = _STATES.get(body.get("scroll_id")) if body.get("scroll_id") else None
+    if state is None:
+        return {
+            "kind": kind,
+            "task": body["task"],
+            "metric": body["metric"],
+            "navigate_current_metric": current_metric,
+            key: states(ctx, body["task"], metric),
+        }
+    if (
+        state.get("kind") != kind
+        or state["task"] != body["task"]
+        or state["navigate_current_metric"] != current_metric
+        or (current_metric and state["metric"] != body["metric"])
+    ):
+        mismatch = "Task and metric stored in the state do not match the passed ones"
+        raise _invalid_scroll(body["scroll_id"], mismatch)
+    if body.get("refresh"):
+        state[key] = states(ctx, body["task"], metric)
+    return state
+
+
 @endpoint("events.get_debug_image_sample")
 def get_debug_image_sample(ctx: Context, body: Doc) -> Doc:
     """The image of ``metric``/``variant`` at ``iteration`` (or the last before it; the latest when
     not given), the variant's valid iteration range and a scroll id for ``next_debug_image_sample``."""
     require(body, "task", "metric", "variant")
     _entity(ctx, body["task"], bool(body.get("model_events")))
-    current_metric = body.get("navigate_current_metric", True) is not False
-    state = _STATES.get(body.get("scroll_id")) if body.get("scroll_id") else None
-    if state is not None:
-        if (
-            state.get("kind") != "image_sample"
-            or state["task"] != body["task"]
-            or state["navigate_current_metric"] != current_metric
-            or (current_metric and state["metric"] != body["metric"])
-        ):
-            raise _invalid_scroll(
-                body["scroll_id"], "Task and metric stored in the state do not match the passed ones"
-            )
-        if body.get("refresh"):
-            state["variant_states"] = _image_variant_states(
-                ctx, body["task"], body["metric"] if current_metric else None
-            )
-    else:
-        state = {
-            "kind": "image_sample",
-            "task": body["task"],
-            "metric": body["metric"],
-            "navigate_current_metric": current_metric,
-            "variant_states": _image_variant_states(
-                ctx, body["task"], body["metric"] if current_metric else None
-            ),
-        }
+    state = _sample_state(ctx, body, "image_sample", "variant_states", _image_variant_states)
     found = next(
         (
             v
@@ -947,32 +951,7 @@ def get_plot_sample(ctx: Context, body: Doc) -> Doc:
     the metric's iteration range and a scroll id for ``next_plot_sample``."""
     require(body, "task", "metric")
     _entity(ctx, body["task"], bool(body.get("model_events")))
-    current_metric = body.get("navigate_current_metric", True) is not False
-    state = _STATES.get(body.get("scroll_id")) if body.get("scroll_id") else None
-    if state is not None:
-        if (
-            state.get("kind") != "plot_sample"
-            or state["task"] != body["task"]
-            or state["navigate_current_metric"] != current_metric
-            or (current_metric and state["metric"] != body["metric"])
-        ):
-            raise _invalid_scroll(
-                body["scroll_id"], "Task and metric stored in the state do not match the passed ones"
-            )
-        if body.get("refresh"):
-            state["metric_states"] = _plot_metric_states(
-                ctx, body["task"], body["metric"] if current_metric else None
-            )
-    else:
-        state = {
-            "kind": "plot_sample",
-            "task": body["task"],
-            "metric": body["metric"],
-            "navigate_current_metric": current_metric,
-            "metric_states": _plot_metric_states(
-                ctx, body["task"], body["metric"] if current_metric else None
-            ),
-        }
+    state = _sample_state(ctx, body, "plot_sample", "metric_states", _plot_metric_states)
     scroll_id = _STATES.put(state)
     found = next((m for m in state["metric_states"] if m["name"] == body["metric"]), None)
     res: Doc = {"scroll_id": scroll_id, "events": [], "min_iteration": None, "max_iteration": None}

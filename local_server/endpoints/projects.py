@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .. import errors
+from ..documents import STATUSES
 from ..query import PROJECT_OPTIONS, compile_regex, list_predicate, now_iso, parse_date, run_query
 from ..registry import COMPANY, USER, Context, endpoint, ids_of, merge_tags, new_id, require, string_list
 from ..store import Doc, Transaction
@@ -26,18 +27,6 @@ ARCHIVED = "archived"
 DATASET_TAG, PIPELINE_TAG, REPORTS_TAG = "dataset", "pipeline", "reports"
 DATASETS_NAME, PIPELINES_NAME = ".datasets", ".pipelines"
 MAX_DEPTH = 10  # the real server's services.projects.sub_projects.max_depth
-STATUSES = (
-    "created",
-    "queued",
-    "in_progress",
-    "stopped",
-    "published",
-    "publishing",
-    "closed",
-    "failed",
-    "completed",
-    "unknown",
-)
 
 
 def _split(name: object) -> list[str]:

@@ -193,3 +193,15 @@ def write_poisoned_store(db_path: Path) -> list[tuple[str, str]]:
             ),
         )
     return rows
+
+
+class VersionedApi(Api):
+    """Calls at a chosen API version (``/v2.9/tasks.create``), as older clients make them."""
+
+    def at(self, version: str, endpoint: str, body: dict[str, Any]) -> requests.Response:
+        return self.session.post(f"{self.base}/v{version}/{endpoint}", json=body, timeout=60)
+
+    def ok_at(self, version: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        res = self.at(version, endpoint, body)
+        assert res.status_code == 200, f"{endpoint}: {res.status_code} {res.text[:500]}"
+        return res.json()["data"]

@@ -16,19 +16,9 @@ import pytest
 import requests
 
 from local_server import LocalServer
-from tests.local_server.helpers import Api
+from tests.local_server.helpers import Api, VersionedApi
 
 OLD = "2.13"  # the last API version with models.update_for_task
-
-
-class VersionedApi(Api):
-    def at(self, version: str, endpoint: str, body: dict[str, Any]) -> requests.Response:
-        return self.session.post(f"{self.base}/v{version}/{endpoint}", json=body, timeout=60)
-
-    def ok_at(self, version: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        res = self.at(version, endpoint, body)
-        assert res.status_code == 200, f"{endpoint}: {res.status_code} {res.text[:500]}"
-        return res.json()["data"]
 
 
 @pytest.fixture(scope="module")
