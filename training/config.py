@@ -26,9 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 64,
     "LEARNING_RATE": 0.001,
     "VALIDATION_FRACTION": 0.25,  # the latest part of the training data, by time, for early stopping
-    # every kernel and batch-norm scale non-negative: the probability only rises with light and with rising
-    # CO2. Unconstrained, seeds learned "very bright means empty" from one sunny Saturday and missed
-    # occupied sunny minutes of other weeks (issue 11; bench/bench_model.py)
+    # every kernel and batch-norm scale non-negative: the probability only rises with each input (more
+    # light; faster-rising CO2 with TREND_SCHEMA). Unconstrained, seeds learned "very bright means
+    # empty" from one sunny Saturday and missed occupied sunny minutes of other weeks (issue 11;
+    # bench/bench_model.py)
     "MONOTONE": True,
     # Platt scaling of the output on the training rows after fitting, folded into the output layer: the
     # probability means what it says, and the 0.5 boundary moves to where the classes cross

@@ -31,7 +31,6 @@ BN_MOMENTUM = 0.9
 """Keras' default 0.99 leaves the moving statistics far from the data after the few hundred steps
 this model trains for, and early stopping then picks a bad epoch for some seeds."""
 MONOTONE: bool = DEFAULTS["MONOTONE"]
-CALIBRATE: bool = DEFAULTS["CALIBRATE"]
 CLASS_WEIGHT = False
 """Balanced class weights changed nothing on validation; off by default."""
 
