@@ -18,7 +18,6 @@ from .tasks import (
     DELETED_PREFIX,
     _check_tag_values,
     _publish_one,
-    _set_public,
     api_version,
     edit_entity_tags,
     expand_references,
@@ -28,6 +27,7 @@ from .tasks import (
     split_projection,
 )
 from .tasks import save as save_task
+from .visibility import set_public
 
 MODEL_REFERENCES = {
     "project": "project",
@@ -469,12 +469,12 @@ def move(ctx: Context, body: Doc) -> Doc:
 
 @endpoint("models.make_public")
 def make_public(ctx: Context, body: Doc) -> Doc:
-    return _set_public(ctx.tx, "model", ids_of(body, "ids"), True, errors.invalid_model_id)
+    return set_public(ctx.tx, "model", ids_of(body, "ids"), True, errors.invalid_model_id)
 
 
 @endpoint("models.make_private")
 def make_private(ctx: Context, body: Doc) -> Doc:
-    return _set_public(ctx.tx, "model", ids_of(body, "ids"), False, errors.invalid_model_id)
+    return set_public(ctx.tx, "model", ids_of(body, "ids"), False, errors.invalid_model_id)
 
 
 @endpoint("models.archive_many")

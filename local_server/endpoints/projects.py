@@ -21,6 +21,7 @@ from ..query import PROJECT_OPTIONS, compile_regex, list_predicate, now_iso, par
 from ..registry import COMPANY, USER, Context, endpoint, ids_of, merge_tags, new_id, require, string_list
 from ..store import Doc, Transaction
 from . import compat
+from .visibility import set_public
 
 HIDDEN = "hidden"
 ARCHIVED = "archived"
@@ -875,30 +876,11 @@ def get_user_names(ctx: Context, body: Doc) -> Doc:
 def _set_public(ctx: Context, ids: list[str], public: bool) -> Doc:
     """``make_public``: the projects belong to no company (readable, not writable);
     ``make_private`` only takes back projects this company made public (else 400/401)."""
-    docs = [ctx.tx.get("project", i) for i in ids]
-    wrong = [
-        i
-        for i, d in zip(ids, docs, strict=True)
-        if d is None
-        or (
-            d.get("company") != COMPANY
-            if public
-            else (d.get("company") != "" or d.get("company_origin") != COMPANY)
-        )
-    ]
-    if wrong:
-        raise errors.invalid_project_id(",".join(wrong))
-    for found in docs:
-        assert found is not None
-        doc = copy.deepcopy(found)
-        if public:
-            doc.update(company="", company_origin=COMPANY)
-        else:
-            doc["company"] = COMPANY
-            doc.pop("company_origin", None)
-        doc["last_update"] = now_iso()
-        ctx.tx.put("project", doc)
-    return {"updated": len(ids)}
+
+    def invalid(wrong: list[str]) -> errors.ApiError:
+        return errors.invalid_project_id(",".join(wrong))
+
+    return set_public(ctx.tx, "project", ids, public, invalid, stamp="last_update")
 
 
 @endpoint("projects.make_public")

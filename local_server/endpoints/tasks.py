@@ -25,6 +25,7 @@ from ..store import Doc, Transaction
 from . import projects
 from .queues import create as create_queue
 from .queues import enqueue_entry, get_queue, remove_entry, resolve_default_queue
+from .visibility import set_public
 
 # The real server's state machine: status -> statuses it may move to without ``force``.
 TRANSITIONS: dict[str, set[str]] = {
@@ -696,45 +697,14 @@ def validate(ctx: Context, body: Doc) -> Doc:
     return {}
 
 
-def _set_public(
-    tx: Transaction, kind: str, ids: list[str], public: bool, invalid: Callable[[object], errors.ApiError]
-) -> Doc:
-    """The real server's ``make_public``/``make_private``: a public object belongs to no company (it can
-    be read but not written); only an object made public by this company can be made private again."""
-    docs = [tx.get(kind, i) for i in ids]
-    missing = [
-        i
-        for i, d in zip(ids, docs, strict=True)
-        if d is None
-        or (
-            d.get("company") != COMPANY
-            if public
-            else d.get("company") != "" or d.get("company_origin") != COMPANY
-        )
-    ]
-    if missing:
-        raise invalid(missing)
-    for doc in docs:
-        assert doc is not None
-        changed = copy.deepcopy(doc)
-        if public:
-            changed.update(company="", company_origin=COMPANY)
-        else:
-            changed["company"] = COMPANY
-            changed.pop("company_origin", None)
-        changed["last_change"] = now_iso()
-        tx.put(kind, changed)
-    return {"updated": len(ids)}
-
-
 @endpoint("tasks.make_public")
 def make_public(ctx: Context, body: Doc) -> Doc:
-    return _set_public(ctx.tx, "task", ids_of(body, "ids"), True, errors.invalid_task_id)
+    return set_public(ctx.tx, "task", ids_of(body, "ids"), True, errors.invalid_task_id)
 
 
 @endpoint("tasks.make_private")
 def make_private(ctx: Context, body: Doc) -> Doc:
-    return _set_public(ctx.tx, "task", ids_of(body, "ids"), False, errors.invalid_task_id)
+    return set_public(ctx.tx, "task", ids_of(body, "ids"), False, errors.invalid_task_id)
 
 
 @endpoint("tasks.get_types")
