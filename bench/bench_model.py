@@ -82,7 +82,12 @@ MAX_DAY_SPREAD = 0.003
 
 
 def light_rule_threshold(frame: pd.DataFrame) -> float:
-    """The ``Light > t`` threshold with the best accuracy on ``frame`` (the middle of a tied range)."""
+    """The ``Light > t`` threshold with the best accuracy on ``frame``.
+
+    When several thresholds tie, the middle of the widest contiguous range of them: the ties can lie
+    in separate ranges (on ``datatest.txt`` both 197 and 269 lux are optimal, 254 lux is not), and
+    the middle of their whole span would then be a worse rule.
+    """
     light = frame["Light"].to_numpy(dtype=float)
     occupied = frame[LABEL_COLUMN].to_numpy().astype(bool)
     values = np.unique(light)
@@ -94,10 +99,15 @@ def light_rule_threshold(frame: pd.DataFrame) -> float:
     occupied_above = occupied.sum() - np.concatenate([[0], np.cumsum(ranked_occupied)])[upto]
     correct = empty_below + occupied_above
     best = np.flatnonzero(correct == correct.max())
-    low = values[best[0]]
-    # "Light > t" is the same rule for every t from the tied value up to the next reading's value
-    high = values[best[-1] + 1] if best[-1] + 1 < len(values) else values[best[-1]]
-    return float((low + high) / 2)
+    # "Light > t" is the same rule for every t from a tied value up to the next reading's value
+    runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
+
+    def span(run: np.ndarray) -> tuple[float, float]:
+        high = values[run[-1] + 1] if run[-1] + 1 < len(values) else values[run[-1]]
+        return float(values[run[0]]), float(high)
+
+    low, high = max((span(run) for run in runs), key=lambda lh: lh[1] - lh[0])
+    return (low + high) / 2
 
 
 def rule_accuracy(frame: pd.DataFrame, threshold: float) -> float:
