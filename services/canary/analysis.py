@@ -1,5 +1,5 @@
-"""The canary analysis as pure functions: the PromQL per check, the divergence of two probability
-histograms (PSI and KS from cumulative Prometheus buckets), and the verdict.
+"""The canary analysis as pure functions: the PromQL per check, the shift between two probability
+histograms (from cumulative Prometheus buckets), and the verdict.
 
 Nothing here talks to a server: :func:`collect` takes any ``query(promql) -> [(labels, value)]``
 function, so the same code runs against a real Prometheus and in unit tests with hand-made numbers.
@@ -10,11 +10,15 @@ Checks (each canary against the champion, over the same window when the champion
   ``max(max_error_ratio, champion's ratio + error_ratio_margin)``.
 - ``p95_latency``: the canary's p95 request duration; fails above
   ``max_p95_latency_ratio × champion's p95 + p95_latency_slack_ms``.
-- ``psi`` and ``ks``: population stability index and Kolmogorov-Smirnov distance of the predicted
-  probabilities (the ``occupancy_serving_probability`` histogram buckets), fail above ``max_psi`` /
-  ``max_ks`` or above what sampling alone gives with the arms' numbers of requests, whichever is
-  larger (:func:`divergence_noise`): a canary at 10 % with a dozen requests is not failed for the
-  noise of a dozen draws.
+- ``shift``: how far the canary's predicted probabilities lie from the champion's (the
+  ``occupancy_serving_probability`` histogram buckets): the earth mover's (Wasserstein-1) distance,
+  in probability units, the mean distance the probability mass has to move. It fails above
+  ``max_shift`` or above what sampling alone gives with the arms' numbers of requests, whichever is
+  larger (:func:`shift_noise`): a canary at 10 % with a dozen requests is not failed for the noise of
+  a dozen draws. Two retrained models never give the same probabilities for the same reading (0.88
+  and 0.93 for a lit room); divergences over bins (PSI, KS) count such a move across a bin bound as
+  a whole new distribution (a PSI of 3.8 between two models that agree on every reading; issue 11),
+  the shift counts it as 0.05.
 
 Fewer than ``min_requests`` canary requests in the window: "not enough traffic", the verdict is
 ``None`` (neither pass nor fail). A failed check fails the analysis even when another one could not
@@ -30,7 +34,7 @@ be computed; a check without data (NaN) is otherwise ``None`` too.
 
 When the champion answered fewer than ``min_requests`` in the window (a 100 % step), the error ratio
 and latency are compared with the champion's numbers since the canary started (``baseline``), and
-the distribution checks are *skipped* (they passed at the earlier steps; comparing different hours
+the shift check is *skipped* (it passed at the earlier steps; comparing different hours
 of traffic would measure the time of day, not the model).
 """
 
@@ -41,16 +45,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
-from services.canary.settings import CanarySettings
+import numpy as np
 
-PSI_EPSILON = 1e-4
-"""Floor of a bin's share in the PSI, so that an empty bin costs a finite amount."""
+from services.canary.settings import CanarySettings
 
 Sample = tuple[Mapping[str, str], float]
 Query = Callable[[str], Sequence[Sample]]
 """``query(promql)`` → the instant vector as ``(labels, value)`` pairs (NaN and ±Inf as floats)."""
 
-CHECKS = ("error_ratio", "p95_latency", "psi", "ks", "accuracy")
+CHECKS = ("error_ratio", "p95_latency", "shift", "accuracy")
 
 
 def _selector(**labels: str) -> str:
@@ -168,7 +171,7 @@ def collect(query: Query, endpoint: str, arm: str, model_version: str, window_se
     )
 
 
-# ---------------------------------------------------------------------------------- divergence
+# ---------------------------------------------------------------------------------- shift
 def bin_counts(cumulative: Mapping[float, float], bounds: Sequence[float]) -> list[float]:
     """Counts per bin ``(bounds[i-1], bounds[i]]`` from cumulative bucket counts.
 
@@ -190,69 +193,69 @@ def bin_counts(cumulative: Mapping[float, float], bounds: Sequence[float]) -> li
     return counts
 
 
-def _shares(a: Mapping[float, float], b: Mapping[float, float]) -> tuple[list[float], list[float]] | None:
+def _points(bounds: Sequence[float]) -> np.ndarray:
+    """Where each bin's mass sits for the shift: its middle (probabilities start at 0; the ``+Inf``
+    bin, empty for probabilities, at its lower bound)."""
+    lower = [0.0, *bounds[:-1]]
+    return np.array([lo if math.isinf(hi) else (lo + hi) / 2 for lo, hi in zip(lower, bounds, strict=True)])
+
+
+def _shift(counts_a: np.ndarray, counts_b: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Wasserstein-1 distance of histograms over the same bins (rows: several histogram pairs)."""
+    cdf_a = np.cumsum(counts_a, axis=-1) / counts_a.sum(axis=-1, keepdims=True)
+    cdf_b = np.cumsum(counts_b, axis=-1) / counts_b.sum(axis=-1, keepdims=True)
+    return np.abs(cdf_a - cdf_b)[..., :-1] @ np.diff(points)
+
+
+def _histograms(
+    a: Mapping[float, float], b: Mapping[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     bounds = sorted(set(a) | set(b))
-    ca, cb = bin_counts(a, bounds), bin_counts(b, bounds)
-    ta, tb = sum(ca), sum(cb)
-    if ta <= 0 or tb <= 0:
-        return None
-    return [c / ta for c in ca], [c / tb for c in cb]
+    return np.array(bin_counts(a, bounds)), np.array(bin_counts(b, bounds)), _points(bounds)
 
 
-def psi(expected: Mapping[float, float], actual: Mapping[float, float]) -> float:
-    """Population stability index Σ (a − e)·ln(a / e) over the bins; NaN when either side is empty."""
-    shares = _shares(expected, actual)
-    if shares is None:
+def shift(expected: Mapping[float, float], actual: Mapping[float, float]) -> float:
+    """The earth mover's (Wasserstein-1) distance between two probability histograms: the mean
+    distance, in probability units, the mass of one has to move to become the other (a bin's mass
+    at its middle); NaN when either side is empty."""
+    a, b, points = _histograms(expected, actual)
+    if a.sum() <= 0 or b.sum() <= 0:
         return math.nan
-    total = 0.0
-    for e, a in zip(*shares, strict=True):
-        e, a = max(e, PSI_EPSILON), max(a, PSI_EPSILON)
-        total += (a - e) * math.log(a / e)
-    return total
-
-
-def ks(expected: Mapping[float, float], actual: Mapping[float, float]) -> float:
-    """Largest distance between the two cumulative distributions at the bucket bounds; NaN when empty."""
-    shares = _shares(expected, actual)
-    if shares is None:
-        return math.nan
-    distance = fa = fb = 0.0
-    for sa, sb in zip(*shares, strict=True):
-        fa += sa
-        fb += sb
-        distance = max(distance, abs(fa - fb))
-    return distance
+    return float(_shift(a, b, points))
 
 
 NOISE_ALPHA = 0.001
-"""Chance that two arms serving the same model would fail a distribution check by sampling alone."""
-_Z_NOISE = 3.090  # the standard normal quantile of 1 - NOISE_ALPHA
+"""Chance that two arms serving the same model would fail the shift check by sampling alone."""
+PERMUTATIONS = 20_000
+"""Random splits of the pooled readings behind :func:`shift_noise` (20 beyond its quantile)."""
 
 
-def divergence_noise(name: str, champion: ArmStats, canary: ArmStats) -> float:
-    """The PSI or KS distance that random sampling alone exceeds with probability ``NOISE_ALPHA``.
+def shift_noise(champion: ArmStats, canary: ArmStats) -> float:
+    """The shift that random sampling alone exceeds with probability ``NOISE_ALPHA``.
 
     The arms get random shares of the same traffic, so with few requests their histograms differ
-    by chance; a check fails only above ``max(threshold, noise)``. The sample sizes are the arms'
-    *requests*, not their readings: a request's readings share one room's history and move
-    together. KS: the two-sample critical value ``c(α)·√((n+m)/(n·m))``. PSI: under no difference
-    it is about ``(1/n + 1/m)·χ²`` with (bins − 1) degrees of freedom; its 1 − α quantile by the
-    Wilson-Hilferty approximation. NaN when either arm has no requests.
+    by chance; the check fails only above ``max(max_shift, noise)``. A permutation test: the two
+    arms' readings are pooled and split at random into groups of the arms' sizes
+    (``PERMUTATIONS`` times, a fixed seed: the same input gives the same noise), and the noise is the
+    ``1 − NOISE_ALPHA`` quantile of their shifts. The sample sizes that count are the arms'
+    *requests*, not their readings: a request's readings share one room's history and move together,
+    so with several readings per request the quantile is widened by ``√`` of the ratio of the
+    ``1/n + 1/m`` of requests to that of readings. NaN when either arm has no requests or readings.
     """
-    n, m = canary.requests, champion.requests
-    if not (math.isfinite(n) and math.isfinite(m)) or n <= 0 or m <= 0:
+    n_requests, m_requests = canary.requests, champion.requests
+    if not (math.isfinite(n_requests) and math.isfinite(m_requests)) or n_requests <= 0 or m_requests <= 0:
         return math.nan
-    if name == "ks":
-        return math.sqrt(-math.log(NOISE_ALPHA / 2) / 2) * math.sqrt((n + m) / (n * m))
-    bounds = sorted(set(champion.buckets) | set(canary.buckets))
-    used = sum(
-        1
-        for a, b in zip(bin_counts(champion.buckets, bounds), bin_counts(canary.buckets, bounds), strict=True)
-        if a > 0 or b > 0
-    )
-    k = max(1, used - 1)
-    chi2 = k * (1 - 2 / (9 * k) + _Z_NOISE * math.sqrt(2 / (9 * k))) ** 3
-    return (1 / n + 1 / m) * chi2
+    a, b, points = _histograms(champion.buckets, canary.buckets)
+    pooled = np.rint(a + b).astype(np.int64)
+    m, n = round(float(a.sum())), round(float(b.sum()))
+    if m <= 0 or n <= 0 or pooled.sum() < 2:
+        return math.nan
+    n = min(n, int(pooled.sum()) - 1)  # increase() extrapolates: the rounded counts may disagree
+    draws = np.random.default_rng(0).multivariate_hypergeometric(pooled, n, size=PERMUTATIONS)
+    quantile = float(np.quantile(_shift(draws, pooled - draws, points), 1 - NOISE_ALPHA))
+    readings = 1 / n + 1 / (int(pooled.sum()) - n)
+    requests = 1 / n_requests + 1 / m_requests
+    return quantile * math.sqrt(max(1.0, requests / readings))
 
 
 def accuracy_noise(champion: LabelStats, canary: LabelStats, alpha: float) -> float:
@@ -260,7 +263,7 @@ def accuracy_noise(champion: LabelStats, canary: LabelStats, alpha: float) -> fl
     ``z(1 − α)·√(p(1 − p)·(1/n + 1/m))``, the one-sided two-proportion z-test with the pooled
     accuracy ``p``. The sample sizes are the arms' feedback *posts* (at most their labeled readings):
     the readings of one post come from one request, one room, and are right or wrong together, as
-    the divergence noise counts requests. NaN when an arm has no labels."""
+    the shift noise counts requests. NaN when an arm has no labels."""
     if champion.labeled <= 0 or canary.labeled <= 0:
         return math.nan
     n = min(canary.labeled, canary.posts) if canary.posts > 0 else canary.labeled
@@ -406,13 +409,13 @@ def judge(results: AnalysisInput, settings: CanarySettings) -> Verdict:
             latency_threshold = settings.max_p95_latency_ratio * champion_p95 + slack
         checks.append(_compare("p95_latency", p95, latency_threshold, " s"))
 
-    for name, fn, limit in (("psi", psi, settings.max_psi), ("ks", ks, settings.max_ks)):
-        if champion is None:
-            detail = no_champion + " in the same window (compared at the earlier steps)"
-            checks.append(CheckResult(name, math.nan, limit, True, detail, skipped=True))
-        else:
-            noise = divergence_noise(name, champion, canary)
-            checks.append(_compare(name, fn(champion.buckets, canary.buckets), max(limit, noise)))
+    if champion is None:
+        detail = no_champion + " in the same window (compared at the earlier steps)"
+        checks.append(CheckResult("shift", math.nan, settings.max_shift, True, detail, skipped=True))
+    else:
+        noise = shift_noise(champion, canary)
+        value = shift(champion.buckets, canary.buckets)
+        checks.append(_compare("shift", value, max(settings.max_shift, noise)))
 
     champion_labels = results.champion_labels or (champion.labels if champion else LabelStats())
     checks.append(accuracy_check(champion_labels, canary.labels, settings))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services import settings_loader
 
@@ -21,6 +21,8 @@ ENV_PREFIX = "OCCUPANCY_CANARY_"
 CONFIG_ENV = "OCCUPANCY_CANARY_CONFIG"
 """Environment variable naming the YAML file (the ``--config`` option wins over it)."""
 ConfigError = settings_loader.ConfigError
+REPLACED = ("max_psi", "max_ks")
+"""Keys of earlier versions: PSI and KS over the probability bins failed good canaries (issue 11)."""
 
 
 class CanarySettings(BaseModel):
@@ -63,10 +65,10 @@ class CanarySettings(BaseModel):
     """The canary's p95 latency may be at most this many times the champion's ..."""
     p95_latency_slack_ms: float = Field(20.0, ge=0)
     """... plus this absolute slack (sub-millisecond latencies double from noise alone)."""
-    max_psi: float = Field(0.25, gt=0)
-    """Population stability index of the predicted probabilities, canary against champion."""
-    max_ks: float = Field(0.2, gt=0, le=1)
-    """Kolmogorov-Smirnov distance of the predicted probabilities (over the histogram buckets)."""
+    max_shift: float = Field(0.1, gt=0, le=1)
+    """The canary fails when its predicted probabilities lie further than this from the champion's
+    (earth mover's distance of the two histograms, in probability units: 0.1 is ten points on
+    average) and further than sampling alone explains."""
     min_requests: int = Field(30, ge=1)
     """Requests each arm needs in the window; below it the analysis is "not enough traffic"."""
     min_labels: int = Field(50, ge=1)
@@ -82,6 +84,18 @@ class CanarySettings(BaseModel):
     port: int = Field(9092, ge=0, le=65535)
     """Port of ``/metrics``, ``/healthz`` and ``/readyz`` (0: a free port)."""
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            old = [key for key in REPLACED if key in data]
+            if old:
+                raise ValueError(
+                    f"{', '.join(old)}: replaced by max_shift (the canary's probabilities against the "
+                    "champion's, in probability units; docs/canary.md)"
+                )
+        return data
 
     @field_validator("steps")
     @classmethod

@@ -16,17 +16,17 @@ def test_defaults_then_file_then_environment(tmp_path):
     assert defaults.steps == [0.10, 0.25, 0.50, 1.00]
     assert (defaults.poll_interval_seconds, defaults.analysis_interval_seconds) == (2.0, 30.0)
     assert (defaults.passes_per_step, defaults.failure_threshold) == (1, 2)
-    assert (defaults.max_psi, defaults.max_ks, defaults.max_error_ratio) == (0.25, 0.2, 0.05)
+    assert (defaults.max_shift, defaults.max_error_ratio) == (0.1, 0.05)
     assert (defaults.min_labels, defaults.max_accuracy_drop, defaults.accuracy_alpha) == (50, 0.02, 0.001)
     path = tmp_path / "canary.yaml"
-    path.write_text("project: Rooms\nsteps: [0.2, 1.0]\nanalysis_interval_seconds: 10\nmax_psi: 0.3\n")
+    path.write_text("project: Rooms\nsteps: [0.2, 1.0]\nanalysis_interval_seconds: 10\nmax_shift: 0.3\n")
     settings = load_settings(path, environ={"OCCUPANCY_CANARY_ANALYSIS_INTERVAL_SECONDS": "3"})
     assert settings.project == "Rooms"
     assert settings.steps == [0.2, 1.0]
     assert settings.analysis_interval_seconds == 3.0, "the environment wins over the file"
     env = {"OCCUPANCY_CANARY_CONFIG": str(path), "OCCUPANCY_CANARY_STEPS": "0.05, 0.5,1"}
     settings = load_settings(environ=env)
-    assert settings.max_psi == 0.3, "the file is found through OCCUPANCY_CANARY_CONFIG"
+    assert settings.max_shift == 0.3, "the file is found through OCCUPANCY_CANARY_CONFIG"
     assert settings.steps == [0.05, 0.5, 1.0]
     assert load_settings(path, environ={}, port=0).port == 0, "explicit overrides win"
 
@@ -46,7 +46,9 @@ def test_defaults_then_file_then_environment(tmp_path):
         ("project: [unclosed\n", {}, "not valid YAML"),
         ("", {"OCCUPANCY_CANARY_STEP": "0.1"}, "OCCUPANCY_CANARY_STEP: unknown setting 'step'"),
         ("", {"OCCUPANCY_CANARY_PORT": "eighty"}, "port"),
-        ("", {"OCCUPANCY_CANARY_MAX_KS": "2"}, "max_ks"),
+        ("", {"OCCUPANCY_CANARY_MAX_SHIFT": "2"}, "max_shift"),
+        ("max_psi: 0.2\n", {}, "max_psi: replaced by max_shift"),
+        ("max_ks: 0.1\nmax_psi: 0.2\n", {}, "max_psi, max_ks: replaced by max_shift"),
         ("min_labels: 0\n", {}, "min_labels"),
         ("max_accuracy_drop: -0.01\n", {}, "max_accuracy_drop"),
         ("max_accuracy_drop: 1.5\n", {}, "max_accuracy_drop"),
