@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, str(windows), str(fails_psi), f"{top_psi:.2f}", str(fails_ks), f"{top_ks:.2f}",
             str(fails_shift), f"{top_shift:.3f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     print(
         f"thresholds: PSI max({OLD_MAX_PSI}, noise), KS max({OLD_MAX_KS}, noise), "
         f"shift max({max_shift}, noise)"

@@ -137,7 +137,7 @@ def test_good_challenger_promoted_through_every_step(stack: Stack) -> None:
     metrics = stack.metrics()
     assert "occupancy_canary_promotions_total" in metrics
     assert 'occupancy_canary_state{state="idle"} 1.0' in metrics
-    assert 'occupancy_canary_checks_total{check="psi",result="passed"}' in metrics
+    assert 'occupancy_canary_checks_total{check="shift",result="passed"}' in metrics
     assert stack.controller is not None
     ready = requests.get(stack.controller.url + "/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["last_error"] is None, ready.text
