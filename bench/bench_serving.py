@@ -365,6 +365,9 @@ def ours_server(
         else:  # the launcher's own uvicorn command and environment, on the profiling wrapper
             options = RunOptions(service_id, port=port, metrics_dir=serving_home / "metrics")
             run_env = {**server_env(options, run_env), PROFILE_ENV: str(profile)}
+            # the wrapper is this module, imported by uvicorn from the serving home: the checkout on the path
+            paths = (str(REPO), run_env.get("PYTHONPATH", ""))
+            run_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
             command = [PROFILED_APP if x == APP else x for x in uvicorn_command(options)]
         with child(
             "ours",
