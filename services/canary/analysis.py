@@ -196,7 +196,7 @@ def bin_counts(cumulative: Mapping[float, float], bounds: Sequence[float]) -> li
 def _points(bounds: Sequence[float]) -> np.ndarray:
     """Where each bin's mass sits for the shift: its middle (probabilities start at 0; the ``+Inf``
     bin, empty for probabilities, at its lower bound)."""
-    lower = [0.0, *bounds[:-1]]
+    lower = [0.0, *bounds][: len(bounds)]
     return np.array([lo if math.isinf(hi) else (lo + hi) / 2 for lo, hi in zip(lower, bounds, strict=True)])
 
 

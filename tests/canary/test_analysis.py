@@ -134,6 +134,8 @@ def test_a_move_into_the_next_bin_is_a_small_shift():
 @pytest.mark.parametrize("empty", [{}, cumulative([]), {0.5: math.nan, math.inf: math.nan}])
 def test_shift_without_data_is_nan(empty):
     assert math.isnan(shift(BIMODAL, empty)) and math.isnan(shift(empty, BIMODAL))
+    assert math.isnan(shift(empty, empty))
+    assert math.isnan(shift_noise(arm("champion", buckets=empty), arm(buckets=empty)))
 
 
 def test_a_healthy_canary_passes_every_check():
