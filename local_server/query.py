@@ -260,6 +260,30 @@ def _pattern_predicate(path: str, pattern: str, ignore_case: bool = False) -> Pr
 _LIST_OPERATORS = {"__$all": "all", "__$and": "all", "__$any": "any", "__$or": "any"}
 
 
+def _present_values(path: str) -> Callable[[Doc], set[Any]]:
+    """The hashable values at ``path`` (lists flattened) as a set. A top-level list of scalars, such
+    as ``tags`` (most list filters, and every document of a scan), takes a shortcut: ``set(value)``."""
+    parts = path_parts(path)
+
+    def general(doc: Doc) -> set[Any]:
+        return {v for v in _as_list(get_path(doc, path)) if isinstance(v, Hashable)}
+
+    if len(parts) != 1:
+        return general
+    key = parts[0]
+
+    def present(doc: Doc) -> set[Any]:
+        value = doc.get(key) if isinstance(doc, dict) else None
+        if type(value) is list:
+            try:
+                return set(value)
+            except TypeError:  # dicts or nested lists inside: flattened and filtered below
+                pass
+        return general(doc)
+
+    return present
+
+
 def list_predicate(path: str, data: Any) -> Predicate:
     """A list-field condition, as the real server's ``NewListFieldBucketHelper`` builds it: values go
     to "in" (any-of context), "all" (all-of context) or "nin" (excluded) groups, combined with the first
@@ -305,9 +329,10 @@ def list_predicate(path: str, data: Any) -> Predicate:
         raise errors.fields_value("value is expected after", field=path, operator="__$not")
     combine_all = (global_op or "all") == "all"
     in_vals, all_vals, nin_vals = actions["in"], actions["all"], actions["nin"]
+    present_in = _present_values(path)
 
     def match(doc: Doc) -> bool:
-        present = {v for v in _as_list(get_path(doc, path)) if isinstance(v, Hashable)}
+        present = present_in(doc)
         checks = []
         if in_vals:
             checks.append(bool(present & in_vals))

@@ -113,6 +113,21 @@ def test_list_field_semantics(tags: Any, expected: set[str]) -> None:
     assert matching(TAGGED, {"tags": tags}) == expected
 
 
+def test_list_fields_holding_nested_lists_or_objects_are_flattened_and_filtered() -> None:
+    # the common case (a list of strings) takes a shortcut; anything else the general path
+    docs: list[Doc] = [
+        {"id": "flat", "tags": ["x", "y"]},
+        {"id": "nested", "tags": [["x"], "z"]},  # flattened one level, as Mongo matches arrays
+        {"id": "objects", "tags": [{"x": 1}, "z"]},  # objects are never equal to a string
+        {"id": "scalar", "tags": "x"},
+        {"id": "null", "tags": None},
+    ]
+    assert matching(docs, {"tags": ["x"]}) == {"flat", "nested", "scalar"}
+    assert matching(docs, {"tags": ["-x"]}) == {"objects", "null"}
+    assert matching(docs, {"tags": ["__$all", "x", "z"]}) == {"nested"}
+    assert matching(docs, {"tags": [None]}) == {"null"}
+
+
 def test_list_semantics_apply_to_scalar_fields_too() -> None:
     assert matching(TAGGED, {"status": ["completed", "published"]}) == {"a", "b", "d"}
     assert matching(TAGGED, {"status": "-completed"}) == {"b", "c", "e"}
