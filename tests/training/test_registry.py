@@ -297,7 +297,7 @@ def test_a_writer_killed_between_its_event_and_its_tags(world):
 
 RACER = """
 import collections, json, random, sys, time
-from occupancy_mlops.clearml_api import ApiCallError, ClearmlApi
+from occupancy_mlops.clearml_api import ClearmlApi
 from training.registry import ModelRegistry, TransitionRefused
 
 project, project_id, seed, rounds = {project!r}, {project_id!r}, {seed}, {rounds}
