@@ -107,3 +107,21 @@ def test_probabilities_are_calibrated_and_the_calibration_is_recorded(model_dir,
     assert occupied[proba >= 0.9].mean() >= 0.85
     assert occupied[proba < 0.1].mean() <= 0.15
     assert bundle.metadata["validation"]["ece"] < 0.05
+
+
+def test_several_batches_per_call_train_the_same_weights_as_one():
+    """``STEPS_PER_EXECUTION`` only saves per-batch overhead: the trained weights are the same bits."""
+    from training.model import STEPS_PER_EXECUTION, build_model, fit
+
+    assert STEPS_PER_EXECUTION > 1
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 800, size=(700, 1))
+    y = (x[:, 0] + rng.normal(0, 60, size=700) > 400).astype(float)
+    weights = []
+    for steps in (1, STEPS_PER_EXECUTION):
+        model = build_model(1, layer_size=8, seed=7, steps_per_execution=steps)
+        fit(model, x[:500], y[:500], x[500:], y[500:], epochs=3, start_from_epoch=0, seed=7)
+        weights.append(model.get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for one, many in zip(*weights, strict=True):
+        np.testing.assert_array_equal(one, many)
