@@ -35,8 +35,7 @@ CLASS_WEIGHT = False
 """Balanced class weights changed nothing on validation; off by default."""
 STEPS_PER_EXECUTION = 32
 """Training batches run per call into TensorFlow. The same batches in the same order, so the weights are
-bit for bit those of one batch per call; only Python's per-batch overhead goes, which is most of a
-batch's time for this small network."""
+bit for bit those of one batch per call; only Python's per-batch overhead goes."""
 
 
 def configure_tensorflow(intra_op_threads: int = 2, inter_op_threads: int = 1) -> None:
