@@ -45,6 +45,7 @@ from training.data import (
     LABEL_COLUMN,
     SENSOR_COLUMNS,
     TIME_COLUMN,
+    DataNotFoundError,
     load_occupancy_file,
     locate_occupancy_data,
 )
@@ -199,7 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)  # LDA's collinearity notes on humidity
     started = time.perf_counter()
-    folder = locate_occupancy_data(args.data)
+    try:
+        folder = locate_occupancy_data(args.data)
+    except DataNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     training = load_occupancy_file(folder / "datatraining.txt").sort_values(TIME_COLUMN, kind="stable")
     test = load_occupancy_file(folder / "datatest.txt").sort_values(TIME_COLUMN, kind="stable")
     day = pd.to_datetime(training[TIME_COLUMN]).dt.date

@@ -89,7 +89,13 @@ from tqdm import tqdm
 
 from training.bundle import ModelBundle
 from training.config import DEFAULTS, TrainingConfig
-from training.data import LABEL_COLUMN, TIME_COLUMN, load_occupancy_file, locate_occupancy_data
+from training.data import (
+    LABEL_COLUMN,
+    TIME_COLUMN,
+    DataNotFoundError,
+    load_occupancy_file,
+    locate_occupancy_data,
+)
 from training.evaluate import compute_metrics
 
 SEEDS = tuple(range(DEFAULTS["RANDOM_STATE"], DEFAULTS["RANDOM_STATE"] + 5))  # 42, 43, 44, 45, 46
@@ -319,12 +325,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra", type=Path, nargs="*", default=[], help="more labeled files to score")
     parser.add_argument("--plot", type=Path, default=None, help="write the per-day plot to this PNG")
     args = parser.parse_args(argv)
+    try:
+        folder = locate_occupancy_data(args.data)
+    except DataNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    missing = [str(path) for path in args.extra if not path.is_file()]
+    if missing:
+        print(f"error: --extra names no file at {', '.join(missing)}", file=sys.stderr)
+        return 2
     from training.model import configure_tensorflow
 
     configure_tensorflow(intra_op_threads=2, inter_op_threads=1)  # before any TensorFlow work
     console = Console(width=max(Console().width, 120))  # the per-seed columns need the room
     started = time.perf_counter()
-    folder = locate_occupancy_data(args.data)
     training = load_occupancy_file(folder / "datatraining.txt").sort_values(TIME_COLUMN, kind="stable")
     checks = {
         "datatest.txt": load_occupancy_file(folder / "datatest.txt").sort_values(TIME_COLUMN, kind="stable")

@@ -53,3 +53,13 @@ def test_the_mlp_reads_each_sensor_set_through_the_loops_schema() -> None:
     plain = mlp_schema(INPUT_SETS["Light + CO2"])
     assert plain is not None and plain.feature_names == ("Light", "CO2") and plain.log_columns == ()
     assert mlp_schema(INPUT_SETS["Light + hour + weekday"]) is None  # the calendar is not a sensor
+
+
+def test_a_missing_data_folder_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.bench_inputs import main
+
+    assert main(["--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and err.count("\n") == 1

@@ -35,3 +35,16 @@ def test_on_datatest_the_rule_reaches_the_best_light_accuracy(occupancy_dir: Pat
     light = np.unique(data["Light"].to_numpy())
     best = max(rule_accuracy(data, t) for t in light)
     assert rule_accuracy(data, light_rule_threshold(data)) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_a_missing_data_folder_or_extra_file_is_one_line_naming_it(
+    tmp_path: Path, occupancy_dir: Path, extra: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.bench_model import main
+
+    missing = tmp_path / "datatest2.txt" if extra else tmp_path / "nowhere"
+    args = ["--data", str(occupancy_dir), "--extra", str(missing)] if extra else ["--data", str(missing)]
+    assert main(args) == 2  # before any training
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and err.count("\n") == 1
