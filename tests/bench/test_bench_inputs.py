@@ -23,9 +23,8 @@ def test_every_input_set_names_columns_the_frame_has(occupancy_dir: Path) -> Non
     inputs = input_frame(data)
     for label, columns in INPUT_SETS.items():
         assert set(columns) <= set(inputs.columns), label
-        assert "Light" in columns, (
-            label
-        )  # every set adds to the default's input, and the trees are monotone in it
+        # every set adds to the default's input; the trees are monotone in it
+        assert "Light" in columns, label
     assert np.isfinite(inputs.to_numpy()).all()
     np.testing.assert_array_equal(inputs["Light"], data["Light"])
 
