@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,19 @@ def test_a_missing_data_folder_is_one_line_naming_it(
     assert main(["--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and err.count("\n") == 1
+
+
+def test_the_bench_prints_the_table_and_the_whole_week_result_the_docs_cite(
+    occupancy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.bench_inputs import main
+
+    assert main(["--data", str(occupancy_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the summary wraps at the console width
+    assert "97.9 % needs 2,610" in out
+    for label in INPUT_SETS:
+        assert label in out
+    # README and docs/training.md: trained on the whole week, no input set reaches the target
+    best = re.search(r"trained on the whole week, the best is ([\d,]+)", out)
+    assert best is not None, out[-2000:]
+    assert int(best.group(1).replace(",", "")) < 2610

@@ -114,12 +114,14 @@ def test_several_batches_per_call_train_the_same_weights_as_one():
     from training.model import STEPS_PER_EXECUTION, build_model, fit
 
     assert STEPS_PER_EXECUTION > 1
+    assert build_model(1, layer_size=8).steps_per_execution == STEPS_PER_EXECUTION  # the default is used
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 800, size=(700, 1))
     y = (x[:, 0] + rng.normal(0, 60, size=700) > 400).astype(float)
     weights = []
     for steps in (1, STEPS_PER_EXECUTION):
         model = build_model(1, layer_size=8, seed=7, steps_per_execution=steps)
+        assert model.steps_per_execution == steps
         fit(model, x[:500], y[:500], x[500:], y[500:], epochs=3, start_from_epoch=0, seed=7)
         weights.append(model.get_weights())
     assert len(weights[0]) == len(weights[1])
